@@ -34,8 +34,10 @@ install: $(VENV)/.cpu
 install-dev: $(VENV)/.dev
 
 demo: $(VENV)/.cpu
-	@echo "==> running the main job on the embedded default model (CPU)"
-	@$(VENV)/bin/ray-vllm-demo
+	@echo "==> running the main job: DP1 x TP1 batch inference of the 64 shipped sample prompts, embedded tiny model, CPU"
+	@rm -rf out/demo
+	@$(VENV)/bin/ray-vllm-batch --device cpu --max-tokens 64 --summary-plot out/demo-summary.png --show 5 "" out/demo
+	@echo "==> results in out/demo (Parquet), summary plot in out/demo-summary.png"
 
 test: $(VENV)/.dev
 	@echo "==> running tests"

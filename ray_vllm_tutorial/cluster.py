@@ -148,6 +148,8 @@ def placement_group_scope(
 # %% ../nbs/00_ray_core.ipynb #27a04e52
 def placement_groups() -> list[dict]:
     "One row per bundle of every live placement group: group id, name, strategy, state, bundle index, node id."
+    if not ray.is_initialized():  # Ray's own call would silently start a fresh local Ray here
+        return []
     rows = []
     for pg_id, info in ray.util.placement_group_table().items():
         if info["state"] == "REMOVED":

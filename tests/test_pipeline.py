@@ -1,0 +1,170 @@
+"""End-to-end tests of ray_vllm_tutorial.pipeline on the embedded tiny model, on CPU."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+
+from ray_vllm_tutorial.models import tiny_corpus
+from ray_vllm_tutorial.pipeline import InputError, normalize_requests, read_output, read_table, run_batch
+
+SMALL = dict(max_tokens=8)
+
+
+def _messages(i):
+    return [{"role": "user", "content": tiny_corpus()[i]}]
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _ids(out):
+    return sorted(read_output(out)["id"])
+
+
+def _assert_no_ray_left():
+    assert not ray.is_initialized()  # run_batch started Ray, so it shut it down (with its placement groups)
+
+
+def test_input_errors_before_any_engine(tmp_path):
+    with pytest.raises(InputError, match="input file not found"):
+        run_batch(tmp_path / "missing.jsonl", tmp_path / "o")
+    (tmp_path / "a.txt").write_text("hi")
+    with pytest.raises(InputError, match="unknown input format '.txt'"):
+        run_batch(tmp_path / "a.txt", tmp_path / "o")
+    (tmp_path / "q.csv").write_text("question\nhello\n")
+    with pytest.raises(InputError, match="no usable column.*found \\['question'\\]"):
+        run_batch(tmp_path / "q.csv", tmp_path / "o")
+    _write_jsonl(tmp_path / "dup.jsonl", [{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}])
+    with pytest.raises(InputError, match="ids must be unique.*'a'"):
+        run_batch(tmp_path / "dup.jsonl", tmp_path / "o")
+    _write_jsonl(tmp_path / "ok.jsonl", [{"prompt": "x"}])
+    with pytest.raises(ValueError, match="bad sampling parameters"):
+        run_batch(tmp_path / "ok.jsonl", tmp_path / "o", sampling=dict(temperature=-1))
+    assert not ray.is_initialized()
+
+
+def test_bad_rows_are_reported_per_row():
+    df = pd.DataFrame({"id": list("abcdef"), "messages": [
+        _messages(0), [{"role": "wizard", "content": "x"}], [{"role": "user", "content": ""}],
+        "not json", [{"role": "user"}], [{"role": "user", "content": 3}]]})
+    reqs, kind = normalize_requests(df)
+    assert kind == "messages" and list(reqs["id"]) == list("abcdef")
+    errs = [None if pd.isna(e) else e.split(":")[0] for e in reqs["error"]]
+    assert errs == [None, "unknown role", "empty content", "malformed messages", "malformed messages", "malformed messages"]
+
+
+def test_formats_and_bad_rows_end_to_end(tmp_path):
+    """JSONL (messages, mixed with bad rows), Parquet (prompt) and CSV (prompt, generated ids) in one Ray session."""
+    good = [{"id": f"g{i}", "messages": _messages(i), "tag": i} for i in range(5)]
+    bad = [{"id": "role", "messages": [{"role": "robot", "content": "x"}]},
+           {"id": "empty", "messages": [{"role": "user", "content": " "}]},
+           {"id": "long", "messages": [{"role": "user", "content": "the engine " * 1200}]}]
+    jl = _write_jsonl(tmp_path / "in.jsonl", good + bad)
+    pd.DataFrame({"id": [f"p{i}" for i in range(7)], "prompt": tiny_corpus()[:7]}).to_parquet(tmp_path / "in.parquet")
+    pd.DataFrame({"prompt": tiny_corpus()[10:14], "lang": ["en"] * 4}).to_csv(tmp_path / "in.csv", index=False)
+    from ray_vllm_tutorial.cluster import init_ray
+    init_ray(num_cpus=3)
+    try:
+        s = run_batch(jl, tmp_path / "o1", sampling=SMALL, progress=False, output_format="jsonl")
+        assert (s.rows, s.failed) == (8, 3)
+        assert s.errors == {"unknown role": 1, "empty content": 1, "prompt too long": 1}
+        r = read_output(tmp_path / "o1").set_index("id")
+        assert sorted(r.index) == sorted(x["id"] for x in good + bad)
+        assert r.loc["long", "error"].startswith("prompt too long: ") and pd.isna(r.loc["long", "generated_text"])
+        assert set(r.loc[[f"g{i}" for i in range(5)], "finish_reason"]) <= {"stop", "length"}
+        assert r.loc["g3", "tag"] == 3 and (r.loc[[f"g{i}" for i in range(5)], "output_tokens"] <= 8).all()
+        assert list((tmp_path / "o1").glob("*.json")), "jsonl output parts expected"
+
+        s = run_batch(tmp_path / "in.parquet", tmp_path / "o2", sampling=SMALL, progress=False)
+        assert (s.rows, s.failed) == (7, 0) and _ids(tmp_path / "o2") == [f"p{i}" for i in range(7)]
+        s = run_batch(tmp_path / "in.csv", tmp_path / "o3", sampling=SMALL, progress=False)
+        r3 = read_output(tmp_path / "o3")
+        assert sorted(r3["id"]) == [f"row-{i}" for i in range(4)] and set(r3["lang"]) == {"en"}
+        assert r3.set_index("id").loc["row-2", "prompt"] == tiny_corpus()[12]
+        assert ray.util.placement_group_table() == {} or all(
+            v["state"] == "REMOVED" for v in ray.util.placement_group_table().values())
+    finally:
+        ray.shutdown()
+
+
+def test_openai_batch_round_trip(tmp_path):
+    reqs = [{"custom_id": f"task-{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "x", "messages": _messages(i), "max_tokens": 2 + i, "temperature": 0}} for i in range(4)]
+    reqs.append({"custom_id": "broken", "method": "POST", "url": "/v1/chat/completions",
+                 "body": {"messages": [{"role": "user", "content": ""}]}})
+    s = run_batch(_write_jsonl(tmp_path / "batch.jsonl", reqs), tmp_path / "o", progress=False)
+    _assert_no_ray_left()
+    lines = [json.loads(x) for x in open(s.openai_output)]
+    assert [x["custom_id"] for x in lines] == [r["custom_id"] for r in reqs]
+    for i, x in enumerate(lines[:4]):
+        body = x["response"]["body"]
+        assert x["error"] is None and x["response"]["status_code"] == 200
+        assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
+        assert body["usage"]["completion_tokens"] <= 2 + i
+        assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+        assert body["choices"][0]["finish_reason"] in ("stop", "length")
+    assert lines[4]["response"] is None and lines[4]["error"]["code"] == "empty_content"
+
+
+@pytest.mark.parametrize("dp, tp", [(2, 1), (1, 2)])
+def test_dp_tp_layouts(tmp_path, dp, tp):
+    rows = [{"id": f"r{i:02d}", "messages": _messages(i)} for i in range(20)]
+    s = run_batch(_write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "o", replicas=dp, tensor_parallel_size=tp,
+                  sampling=SMALL, batch_size=4, progress=False)
+    _assert_no_ray_left()
+    assert (s.rows, s.failed, s.new_rows) == (20, 0, 20)
+    assert _ids(tmp_path / "o") == [r["id"] for r in rows]
+
+
+def test_placement_groups_removed_after_failure(tmp_path):
+    from ray_vllm_tutorial.cluster import init_ray
+    init_ray(num_cpus=3)
+    try:
+        with pytest.raises(Exception):
+            run_batch(_write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}]), tmp_path / "o",
+                      model=str(tmp_path / "no-such-model"), progress=False)
+        time.sleep(1)
+        live = [v for v in ray.util.placement_group_table().values() if v["state"] != "REMOVED"]
+        assert live == [] and ray.available_resources().get("CPU") == 3
+    finally:
+        ray.shutdown()
+
+
+def test_not_enough_resources_is_clear(tmp_path):
+    with pytest.raises(RuntimeError, match="2 replicas x tensor_parallel_size 2 = 4 GPUs needed, the cluster has 0"):
+        run_batch(_write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}]), tmp_path / "o", replicas=2,
+                  tensor_parallel_size=2, device="gpu", progress=False)
+    _assert_no_ray_left()
+
+
+def test_resume_after_kill(tmp_path):
+    """Kill a running CLI job for real, re-run it, and get every id exactly once."""
+    rows = [{"id": f"k{i:03d}", "messages": _messages(i)} for i in range(240)]
+    inp = _write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp), str(out),
+           "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while time.time() - t0 < 300 and len(list(out.glob("*.parquet"))) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started (Ray, engines)
+    proc.wait()
+    subprocess.run(["pkill", "-9", "-f", str(out)], check=False)
+    partial = read_output(out)
+    assert 0 < len(partial) < len(rows), len(partial)  # killed halfway
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"already done" in r.stdout
+    final = read_output(out)
+    assert sorted(final["id"]) == [x["id"] for x in rows]  # each id exactly once
+    assert final["error"].isna().all()
