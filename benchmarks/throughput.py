@@ -108,7 +108,7 @@ def report(results: dict, out: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     base = results["chat"]["tokens_per_s"]
-    lines = [f"# {title}", "", "| variant | rows | output tokens | engine start (s) | generation (s) | output tokens/s | vs (a) |",
+    lines = [f"# {title.replace(chr(10), ', ')}", "", "| variant | rows | output tokens | engine start (s) | generation (s) | output tokens/s | vs (a) |",
              "|---|---|---|---|---|---|---|"]
     for k, r in results.items():
         lines.append(f"| {LABELS[k]} | {r['rows']} | {r['output_tokens']} | {r['engine_start_s']:.1f} | {r['generation_s']:.2f} | "
@@ -116,7 +116,7 @@ def report(results: dict, out: Path, title: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.md").write_text("\n".join(lines) + "\n")
     (out / "throughput.json").write_text(json.dumps(results, indent=1))
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = plt.subplots(figsize=(8, 3.2))
     names = [LABELS[k] for k in results]
     vals = [r["tokens_per_s"] for r in results.values()]
     bars = ax.barh(names, vals, color=["C0", "C3", "C2"][: len(vals)])
@@ -167,7 +167,7 @@ def main() -> None:
         print(f"   {results[v]}", flush=True)
     what = "Qwen2.5-1.5B shapes (dummy weights)" if a.qwen_dummy else (a.model or "embedded tiny model")
     report(results, Path(a.out) / (a.tag or a.device),
-           f"{a.n} prompts x {a.max_tokens} tokens, {what}, {a.device}{' ' + a.tag if a.tag else ''}")
+           f"{a.n} prompts x {a.max_tokens} tokens\n{what}, {a.device}{' ' + a.tag if a.tag else ''}")
 
 
 if __name__ == "__main__":
