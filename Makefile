@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 export PYTHONUNBUFFERED := 1
+DEV_EXTRAS := .[cpu,dev]
 # pip prints every install here to a log; on failure the log's tail is shown instead of pages of noise.
 define pip_quiet
 	$(PIP) install $(1) >> $(VENV)/install.log 2>&1 || { echo "pip failed; last lines of $(VENV)/install.log:"; tail -40 $(VENV)/install.log; exit 1; }
@@ -26,7 +27,7 @@ $(VENV)/.cpu: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.cpu
 	@echo "==> installing dev extras (nbdev, pytest, hypothesis, jupyter kernel)"
-	@$(call pip_quiet,-e ".[cpu,dev]")
+	@$(call pip_quiet,-e "$(DEV_EXTRAS)")
 	@$(PIP) uninstall -y torchvision torchaudio torchcodec >> $(VENV)/install.log 2>&1 || true
 	@touch $@
 
