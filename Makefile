@@ -14,6 +14,7 @@ endef
 help:
 	@echo "make demo   - install (CPU) and run the main job on the embedded tiny model"
 	@echo "make test   - install (CPU + dev) and run the test suite (notebooks included)"
+	@echo "make docs   - build the docs site (Quarto via nbdev-docs if installed, else nbconvert into _site/)"
 
 $(VENV)/.cpu: pyproject.toml
 	@echo "==> [1/2] creating $(VENV) and installing ray_vllm_tutorial[cpu] (vLLM CPU build, Ray Data, torch CPU)"
@@ -41,8 +42,14 @@ demo: $(VENV)/.cpu
 	@echo "==> results in out/demo (Parquet), summary plot in out/demo-summary.png"
 
 test: $(VENV)/.dev
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { echo "==> installing Debian's chromium + chromium-driver for the docs browser test"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >> $(VENV)/install.log 2>&1 || echo "    could not install chromium: the browser test will be skipped"; }
 	@echo "==> running tests"
 	@$(PY) -m pytest -v --durations=10
+
+docs: $(VENV)/.dev
+	@if command -v quarto >/dev/null; then $(VENV)/bin/nbdev-docs; else \
+	  echo "==> Quarto not found: building the static site with nbconvert into _site/"; $(PY) tools/build_docs.py --out _site; fi
 
 export: $(VENV)/.dev
 	@$(VENV)/bin/nbdev-export && $(VENV)/bin/nbdev-clean

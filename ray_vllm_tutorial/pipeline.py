@@ -33,7 +33,7 @@ DEFAULT_SAMPLING = dict(max_tokens=256, temperature=0.0)
 # %% auto #0
 __all__ = ['VALID_ROLES', 'RESULT_COLUMNS', 'DEFAULT_SAMPLING', 'InputError', 'read_table', 'normalize_requests',
            'ProgressCounter', 'LLMPredictor', 'check_resources', 'Summary', 'read_output', 'write_openai_output',
-           'run_batch', 'plot_summary', 'sample_prompts_path', 'build_parser', 'main']
+           'cluster_gpus', 'plan_for', 'run_batch', 'plot_summary', 'sample_prompts_path', 'build_parser', 'main']
 
 # %% ../nbs/03_batch_inference.ipynb #6a57637b
 class InputError(ValueError):
@@ -391,6 +391,38 @@ def write_openai_output(results: pd.DataFrame, path: str | os.PathLike, model: s
     return path
 
 # %% ../nbs/03_batch_inference.ipynb #2d2fc00a
+def cluster_gpus() -> dict:
+    "GPUs of the running Ray cluster: total, most on one node, and memory per GPU (GiB) as torch sees it here."
+    per_node = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]]
+    mem = None
+    try:
+        import torch
+        if torch.cuda.is_available():
+            mem = torch.cuda.get_device_properties(0).total_memory / 2**30
+    except Exception:
+        pass
+    return dict(n_gpus=int(sum(per_node)), gpus_per_node=int(max(per_node, default=0)), gpu_memory_gb=mem)
+
+def plan_for(model: str | None, n_gpus: int, gpus_per_node: int, gpu_memory_gb: float, **kw) -> dict:
+    "`planner.plan` for a model name, path or shipped config name."
+    from ray_vllm_tutorial.chat import load_model_config
+    from ray_vllm_tutorial.models import resolve_model
+    from ray_vllm_tutorial.planner import load_config, plan, shipped_configs
+    cfg = load_config(model) if model in shipped_configs() else load_model_config(resolve_model(model))
+    if cfg is None:
+        raise ValueError(f"cannot read the config of {model!r} to plan: pass tensor_parallel_size and replicas")
+    return plan(cfg, n_gpus, gpus_per_node, gpu_memory_gb, **kw)
+
+def _planned_layout(model, device: str, replicas: int | None, tp: int | None) -> tuple[int, int]:
+    "Replicas and TP when the user left them unset: the planner's choice on GPUs, 1 x 1 on CPU."
+    if device != "gpu":
+        return replicas or 1, tp or 1
+    g = cluster_gpus()
+    p = plan_for(model, g["n_gpus"], g["gpus_per_node"], g["gpu_memory_gb"] or 80.0)
+    tp = tp or p["tensor_parallel_size"]
+    return replicas or max(1, g["n_gpus"] // tp), tp
+
+#| export
 def _progress_loop(counter, total: int, stop: threading.Event, t0: float) -> None:
     "Driver-side progress bar fed by the engines' counter: rows done / total and output tokens/s."
     from tqdm.auto import tqdm
@@ -413,8 +445,8 @@ def run_batch(
     input: str | os.PathLike,  # JSONL, Parquet or CSV: `messages`, `prompt`, or OpenAI Batch API requests
     output: str | os.PathLike,  # output folder; re-running with the same folder resumes (skips ids already there)
     model: str | None = None,  # model name or path; None: the embedded tiny model
-    tensor_parallel_size: int = 1,  # devices per engine (one STRICT_PACK placement group each)
-    replicas: int = 1,  # engines (data parallelism); devices needed = replicas x tensor_parallel_size
+    tensor_parallel_size: int | None = None,  # devices per engine (one STRICT_PACK group each); None: planned
+    replicas: int | None = None,  # engines (data parallelism); devices = replicas x TP; None: planned (GPU) or 1
     sampling: dict | None = None,  # SamplingParams fields; default max_tokens=256, temperature=0
     batch_size: int = 256,  # rows per LLM.chat call: large, so continuous batching stays busy
     address: str | None = None,  # an existing Ray cluster ("auto", "ray://..."); None: a private local one
@@ -443,6 +475,8 @@ def run_batch(
     done_ids = set(done["id"].astype(str)) if len(done) else set()
     todo = requests[~requests["id"].isin(done_ids)].reset_index(drop=True)
     device = detect_device() if device == "auto" else device
+    if device != "gpu":  # the planner is for GPUs; on CPU an unset layout is 1 x 1
+        replicas, tensor_parallel_size = replicas or 1, tensor_parallel_size or 1
     model_name = str(model) if model is not None else "tiny-chat"
     started_ray = not ray.is_initialized()
     pgs, counter, times, t_engines = [], None, (None, None), time.time()
@@ -451,6 +485,8 @@ def run_batch(
             if started_ray:
                 n_cpus = replicas * tensor_parallel_size + 2 if device == "cpu" else None  # logical: ranks + I/O
                 init_ray(address, num_cpus=n_cpus)
+            if replicas is None or tensor_parallel_size is None:
+                replicas, tensor_parallel_size = _planned_layout(model, device, replicas, tensor_parallel_size)
             check_resources(replicas, tensor_parallel_size, device)
             pgs = [tp_placement_group(tensor_parallel_size, device, timeout_s=120, name=f"rvt-engine-{i}")
                    for i in range(replicas)]
@@ -544,8 +580,12 @@ def build_parser():
     p.add_argument("input", nargs="?", default=None, help="JSONL/Parquet/CSV requests (default: the shipped sample prompts)")
     p.add_argument("output", nargs="?", default="out/batch", help="output folder (re-run to resume)")
     p.add_argument("--model", default=None, help="model name or path (default: the embedded tiny model)")
-    p.add_argument("--tensor-parallel-size", "--tp", type=int, default=1, help="devices per engine")
-    p.add_argument("--replicas", "--dp", type=int, default=1, help="engines; devices needed = replicas x TP")
+    p.add_argument("--tensor-parallel-size", "--tp", type=int, default=None, help="devices per engine (default: planned on GPUs, 1 on CPU)")
+    p.add_argument("--replicas", "--dp", type=int, default=None, help="engines; devices needed = replicas x TP (default: planned / 1)")
+    p.add_argument("--plan", action="store_true", help="print the DP x TP plan for the model and the cluster, start nothing")
+    p.add_argument("--gpus", type=int, default=None, help="with --plan: GPUs in all (default: the visible Ray cluster)")
+    p.add_argument("--gpus-per-node", type=int, default=None, help="with --plan: GPUs per node")
+    p.add_argument("--gpu-memory-gb", type=float, default=None, help="with --plan: memory per GPU (GiB)")
     p.add_argument("--max-tokens", type=int, default=DEFAULT_SAMPLING["max_tokens"])
     p.add_argument("--temperature", type=float, default=DEFAULT_SAMPLING["temperature"])
     p.add_argument("--top-p", type=float, default=1.0)
@@ -563,10 +603,40 @@ def build_parser():
     p.add_argument("--show", type=int, default=0, help="print this many result rows at the end")
     return p
 
+def _print_plan(args) -> int:
+    "`ray-vllm-batch --plan`: the planner's answer for the model and the (given or visible) cluster."
+    import sys
+    n, per, mem = args.gpus, args.gpus_per_node, args.gpu_memory_gb
+    if n is None or per is None or mem is None:
+        started = not ray.is_initialized()
+        if started:
+            init_ray(args.address)
+        try:
+            g = cluster_gpus()
+        finally:
+            if started:
+                ray.shutdown()
+        n, per, mem = n or g["n_gpus"], per or g["gpus_per_node"], mem or g["gpu_memory_gb"]
+    if not n or not mem:
+        print("ray-vllm-batch: error: no GPUs visible to plan for; describe the cluster with --gpus, --gpus-per-node "
+              "and --gpu-memory-gb", file=sys.stderr)
+        return 2
+    try:
+        p = plan_for(args.model, n, per or n, mem, max_model_len=args.max_model_len or 4096)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"ray-vllm-batch: error: {e}", file=sys.stderr)
+        return 2
+    print(f"model {args.model or 'tiny-chat'} on {n} GPUs ({per or n} per node, {mem:g} GiB each): "
+          f"--replicas {p['replicas']} --tensor-parallel-size {p['tensor_parallel_size']}")
+    print(p["explanation"])
+    return 0
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ray-vllm-batch` command."
     import sys
     args = build_parser().parse_args(argv)
+    if args.plan:
+        return _print_plan(args)
     sampling = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, n=args.n,
                     ignore_eos=args.ignore_eos)
     if args.seed is not None:

@@ -103,18 +103,23 @@ def draw_sharding(kind: str = "column", k: int = 2):
 def _dist_ready(world_size: int) -> bool:
     return world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
 
+def _full_weight(weight: torch.Tensor | None, in_features: int, out_features: int, world_size: int, rank: int) -> torch.Tensor:
+    "Check `rank` and the full (in, out) weight a parallel layer takes its shard from; random when None."
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    weight = torch.randn(in_features, out_features) / in_features**0.5 if weight is None else weight
+    if tuple(weight.shape) != (in_features, out_features):
+        raise ValueError(f"weight must be (in, out) = {(in_features, out_features)}, got {tuple(weight.shape)}")
+    return weight
+
 class ColumnParallelLinear(nn.Module):
     "Y_i = X @ W[:, block i] + b[block i]; with `gather_output` the blocks are all-gathered into Y."
     def __init__(self, in_features: int, out_features: int, world_size: int = 1, rank: int = 0,
                  gather_output: bool = False, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
         super().__init__()
         _check_split(out_features, world_size, "output dimension")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        weight = _full_weight(weight, in_features, out_features, world_size, rank)
         self.world_size, self.rank, self.gather_output = world_size, rank, gather_output
-        weight = torch.randn(in_features, out_features) / in_features**0.5 if weight is None else weight
-        if tuple(weight.shape) != (in_features, out_features):
-            raise ValueError(f"weight must be (in, out) = {(in_features, out_features)}, got {tuple(weight.shape)}")
         self.weight = nn.Parameter(shard_columns(weight, world_size)[rank].clone())
         self.bias = None if bias is None else nn.Parameter(torch.chunk(bias, world_size)[rank].clone())
 
@@ -137,13 +142,9 @@ class RowParallelLinear(nn.Module):
                  reduce_results: bool = True):
         super().__init__()
         _check_split(in_features, world_size, "input dimension")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        weight = _full_weight(weight, in_features, out_features, world_size, rank)
         self.world_size, self.rank = world_size, rank
         self.input_is_parallel, self.reduce_results = input_is_parallel, reduce_results
-        weight = torch.randn(in_features, out_features) / in_features**0.5 if weight is None else weight
-        if tuple(weight.shape) != (in_features, out_features):
-            raise ValueError(f"weight must be (in, out) = {(in_features, out_features)}, got {tuple(weight.shape)}")
         self.weight = nn.Parameter(shard_rows(weight, world_size)[rank].clone())
         self.bias = None if bias is None or rank != 0 else nn.Parameter(bias.clone())
 
