@@ -171,11 +171,12 @@ def draw_cluster(rows: list[dict] | None = None, nodes: dict | None = None, titl
     node_ids = sorted(nodes, key=lambda nid: (-nodes[nid], nid))
     groups = sorted({(r["name"] or r["pg"][:6]) for r in rows})
     colours = dict(zip(groups, plt.get_cmap("tab10").colors))
-    fig, ax = plt.subplots(figsize=(2.4 * len(node_ids) + 1, 2.6))
-    for i, nid in enumerate(node_ids):
-        x0 = i * 2.4
-        ax.add_patch(Rectangle((x0, 0), 2.1, 2, fill=False, lw=1.5))
-        ax.text(x0 + 1.05, 2.1, f"node {nid[:6]}", ha="center", fontsize=9)
+    widths = [max(2, int(nodes[nid])) * 0.95 + 0.2 for nid in node_ids]  # a box grows with its GPU count
+    fig, ax = plt.subplots(figsize=(1.15 * (sum(widths) + 0.3 * len(widths)) + 0.5, 2.6))
+    x0 = 0.0
+    for nid, width in zip(node_ids, widths):
+        ax.add_patch(Rectangle((x0, 0), width, 2, fill=False, lw=1.5))
+        ax.text(x0 + width / 2, 2.1, f"node {nid[:6]}", ha="center", fontsize=9)
         held = [r for r in rows if r["node"] == nid and r["resources"].get("GPU")]
         for g in range(int(nodes[nid])):
             owner = held[g] if g < len(held) else None
@@ -184,8 +185,9 @@ def draw_cluster(rows: list[dict] | None = None, nodes: dict | None = None, titl
             label = f"GPU {g}" + (f"\n{owner['name'] or owner['pg'][:6]}\nbundle {owner['bundle']}" if owner else "\nfree")
             ax.text(x0 + 0.575 + g * 0.95, 1.0, label, ha="center", va="center", fontsize=8)
         if not nodes[nid]:
-            ax.text(x0 + 1.05, 1.0, "no GPUs\n(head)", ha="center", va="center", fontsize=9, color="grey")
-    ax.set_xlim(-0.2, 2.4 * len(node_ids)); ax.set_ylim(-0.2, 2.4); ax.axis("off"); ax.set_title(title)
+            ax.text(x0 + width / 2, 1.0, "no GPUs\n(head)", ha="center", va="center", fontsize=9, color="grey")
+        x0 += width + 0.3
+    ax.set_xlim(-0.2, x0); ax.set_ylim(-0.2, 2.4); ax.axis("off"); ax.set_title(title)
     return fig
 
 # %% ../nbs/00_ray_core.ipynb #b0bdb08f
