@@ -656,7 +656,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(summary)
     if args.show:
-        import pandas as pd
-        with pd.option_context("display.max_colwidth", 60, "display.width", 160):
-            print(read_output(args.output)[["id", "generated_text", "finish_reason", "output_tokens", "error"]].head(args.show))
+        cols = ["id", "generated_text", "finish_reason", "output_tokens", "error"]
+        print(read_output(args.output)[cols].sort_values("id").head(args.show).to_string(index=False, max_colwidth=60))
     return 0 if summary.failed < summary.rows or summary.rows == 0 else 1
