@@ -60,6 +60,12 @@ def draw_sharding(kind: str = "column", k: int = 2):
             ax.add_patch(r)
         ax.text(x + w / 2, y - 0.25, label, ha="center", va="top", fontsize=9)
 
+    def stacked(x, w, label):
+        "k full-size partial results, one per rank, drawn as a stack."
+        for i in range(k):
+            ax.add_patch(Rectangle((x + 0.15 * i, 0.5 - 0.15 * i), w, 2, facecolor=colours[i], alpha=0.6, edgecolor="k"))
+        ax.text(x + w / 2 + 0.1, 0.0 - 0.15 * k, label, ha="center", va="top", fontsize=9)
+
     def arrow(x0, x1, y, text):
         ax.add_patch(FancyArrowPatch((x0, y), (x1, y), arrowstyle="-|>", mutation_scale=14))
         ax.text((x0 + x1) / 2, y + 0.15, text, ha="center", fontsize=8)
@@ -78,9 +84,7 @@ def draw_sharding(kind: str = "column", k: int = 2):
         ax.text(1.75, 1.5, "@", fontsize=14, ha="center", va="center")
         mat(2, 0.5, 2, 2, "W split by rows", "rows")
         arrow(4.2, 5.3, 1.5, "X_i @ W_i")
-        for i in range(k):
-            ax.add_patch(Rectangle((5.5 + 0.15 * i, 0.5 - 0.15 * i), 2, 2, facecolor=colours[i], alpha=0.6, edgecolor="k"))
-        ax.text(6.6, 0.0 - 0.15 * k, "full-size partial sums", ha="center", va="top", fontsize=9)
+        stacked(5.5, 2, "full-size partial sums")
         arrow(7.9, 8.8, 1.5, "all-reduce (sum)")
         mat(9, 0.5, 2, 2, "Y")
         title = f"Row-parallel linear, {k} ranks: each rank owns a slice of the inner dimension"
@@ -89,9 +93,7 @@ def draw_sharding(kind: str = "column", k: int = 2):
         arrow(1.1, 1.9, 1.5, "@ W1 cols")
         mat(2, 0.5, 2, 2, "H = gelu(X W1_i)\nstays split", "cols")
         arrow(4.1, 4.9, 1.5, "@ W2 rows")
-        for i in range(k):
-            ax.add_patch(Rectangle((5 + 0.15 * i, 0.5 - 0.15 * i), 1.2, 2, facecolor=colours[i], alpha=0.6, edgecolor="k"))
-        ax.text(5.7, 0.0 - 0.15 * k, "partial outputs", ha="center", va="top", fontsize=9)
+        stacked(5, 1.2, "partial outputs")
         arrow(6.5, 8.4, 1.5, "ONE all-reduce")
         mat(8.6, 0.5, 1.0, 2, "Y")
         ax.text(3.0, 2.9, "no communication between the two layers", ha="center", fontsize=9, color="darkgreen")
