@@ -80,14 +80,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 # %% ../nbs/03_batch_inference.ipynb #429cb517
 def _validate_messages(messages: Any) -> str | None:
-    "None when `messages` is a usable conversation, else what is wrong with it."
-    if isinstance(messages, str):
-        try:
-            messages = json.loads(messages)
-        except ValueError:
-            return "malformed messages: not a list of {role, content} (a string that is not JSON)"
-    if hasattr(messages, "tolist"):
-        messages = messages.tolist()
+    "None when `messages` (as `_as_messages` returns it) is a usable conversation, else what is wrong with it."
+    if isinstance(messages, str):  # `_as_messages` left it a string: it was not JSON
+        return "malformed messages: not a list of {role, content} (a string that is not JSON)"
     if not isinstance(messages, list) or not messages:
         return "malformed messages: expected a non-empty list of {role, content}"
     for i, m in enumerate(messages):
@@ -136,7 +131,7 @@ def normalize_requests(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     parse_err = df["_parse_error"] if "_parse_error" in df else pd.Series([None] * len(df), index=df.index)
     out = pd.DataFrame(index=df.index)
     if kind == "openai":
-        ids = [(_jsonable(c) if isinstance(_jsonable(c), str) and c else None) for c in df["custom_id"]]
+        ids = [c if isinstance(c, str) and c else None for c in map(_jsonable, df["custom_id"])]
     elif "id" in df:
         ids = [None if _jsonable(v) is None or v == "" else str(_jsonable(v)) for v in df["id"]]
     else:
