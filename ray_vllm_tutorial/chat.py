@@ -85,8 +85,11 @@ def engine_kwargs(
     check_tensor_parallel(tensor_parallel_size, device, load_model_config(model), devices)
     kw: dict[str, Any] = dict(model=model, tensor_parallel_size=tensor_parallel_size, seed=0)
     if device == "cpu":
+        # enable_chunked_prefill=False: when a prompt is split over two steps vLLM drops the token sampled for
+        # the first part and rewinds that request's seeded generator with `set_offset`, which a CPU generator
+        # does not have ("CPU Generator does not use offset"): the engine dies. Unsplit prompts never rewind.
         kw.update(dtype="float32", gpu_memory_utilization=0.12, enforce_eager=True, max_model_len=2048,
-                  distributed_executor_backend="mp")
+                  distributed_executor_backend="mp", enable_chunked_prefill=False)
     else:
         kw.update(dtype="bfloat16")
         if tensor_parallel_size > 1 and _in_placement_group():
