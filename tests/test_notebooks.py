@@ -9,12 +9,19 @@ ROOT = Path(__file__).resolve().parents[1]
 NBS = sorted(p.name for p in (ROOT / "nbs").glob("[0-9]*.ipynb"))
 
 
+def _error_lines(text: str, keep: int = 15) -> str:
+    "The distinct lines that name an exception (worker processes log their root cause far above the final error)."
+    seen = dict.fromkeys(l.strip()[-300:] for l in text.splitlines() if "Error:" in l or "Exception:" in l)
+    return "\n".join(list(seen)[-keep:])
+
+
 @pytest.mark.parametrize("nb", NBS)
 def test_notebook(nb):
     nbdev_test = Path(sys.executable).with_name("nbdev-test")
     r = subprocess.run([str(nbdev_test), f"nbs/{nb}", "--n-workers", "0"], cwd=ROOT, capture_output=True, text=True,
                        timeout=1800)
-    assert r.returncode == 0, f"{nb} failed:\n{r.stdout[-6000:]}\n{r.stderr[-6000:]}"
+    assert r.returncode == 0, (f"{nb} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}\n"
+                               f"== lines naming an exception:\n{_error_lines(r.stdout + r.stderr)}")
 
 
 def test_index_notebook_runs():
