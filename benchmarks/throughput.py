@@ -15,22 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-QWEN_15B = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_size=1536, intermediate_size=8960,
-                num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
-                max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-                hidden_act="silu", torch_dtype="bfloat16", bos_token_id=0, eos_token_id=2, sliding_window=None,
-                use_sliding_window=False, max_window_layers=28, attention_dropout=0.0)
-
-
-def make_dummy_model(path: Path) -> str:
-    "A folder with Qwen2.5-1.5B's config and the embedded tokenizer: enough for `load_format='dummy'`."
-    from ray_vllm_tutorial.models import build_tokenizer
-    path.mkdir(parents=True, exist_ok=True)
-    build_tokenizer().save_pretrained(path)
-    (path / "config.json").write_text(json.dumps(QWEN_15B, indent=1))
-    return str(path)
-
-
 def prompts(n: int) -> list[list[dict]]:
     from ray_vllm_tutorial.models import tiny_corpus
     c = tiny_corpus()
@@ -51,10 +35,10 @@ def run_variant(a) -> dict:
     if a.max_model_len:
         engine["max_model_len"] = a.max_model_len
     convs = prompts(a.n)
-    if a.variant == "chat":
+    if a.variant in ("chat", "chat256"):
         from ray_vllm_tutorial.chat import make_llm
         t0 = time.time()
-        llm = make_llm(a.model, device=a.device, **engine)
+        llm = make_llm(a.model, device=a.device, **engine, **({"max_num_seqs": 256} if a.variant == "chat256" else {}))
         warm_up(llm)
         t1 = time.time()
         outs = llm.chat(convs, SamplingParams(**sampling), use_tqdm=False)
@@ -99,7 +83,7 @@ def run_variant(a) -> dict:
     raise ValueError(a.variant)
 
 
-LABELS = {"chat": "(a) one LLM.chat", "seed": "(b) seed recipe, batch_size=4", "run_batch": "(c) run_batch defaults"}
+LABELS = {"chat": "(a) one LLM.chat", "chat256": "(a') one LLM.chat, max_num_seqs=256", "seed": "(b) seed recipe, batch_size=4", "run_batch": "(c) run_batch defaults"}
 
 
 def report(results: dict, out: Path, title: str) -> None:
@@ -116,10 +100,11 @@ def report(results: dict, out: Path, title: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.md").write_text("\n".join(lines) + "\n")
     (out / "throughput.json").write_text(json.dumps(results, indent=1))
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.55 * len(results)))
     names = [LABELS[k] for k in results]
     vals = [r["tokens_per_s"] for r in results.values()]
-    bars = ax.barh(names, vals, color=["C0", "C3", "C2"][: len(vals)])
+    colors = {"chat": "C0", "chat256": "C9", "seed": "C3", "run_batch": "C2"}
+    bars = ax.barh(names, vals, color=[colors[k] for k in results])
     for b, v in zip(bars, vals):
         ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {v:.0f} ({v / base:.2f}x)", va="center", fontsize=9)
     ax.invert_yaxis(); ax.set_xlabel("output tokens/s (generation only)"); ax.set_title(title, fontsize=10)
@@ -138,7 +123,8 @@ def main() -> None:
     p.add_argument("--load-format", default=None)
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="run_batch batch size (default: its own)")
-    p.add_argument("--variants", default="chat,seed,run_batch")
+    p.add_argument("--variants", default="chat,seed,run_batch", help="any of chat,chat256,seed,run_batch (chat256: "
+                   "(a) with max_num_seqs=256)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--tag", default="")
     p.add_argument("--variant", help=argparse.SUPPRESS)
@@ -154,7 +140,8 @@ def main() -> None:
         a.device = detect_device()
     args = sys.argv[1:]
     if a.qwen_dummy:
-        model = make_dummy_model(Path("/tmp/qwen2.5-1.5b-dummy"))
+        from ray_vllm_tutorial.planner import dummy_model
+        model = str(dummy_model("Qwen2.5-1.5B", "/tmp/qwen2.5-1.5b-dummy"))
         args += ["--model", model, "--load-format", "dummy", "--max-model-len", str(a.max_model_len or 4096)]
     results = {}
     for v in a.variants.split(","):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['REQUIRED', 'draw_decoder_layer', 'shipped_configs', 'load_config', 'valid_tp_sizes', 'param_count', 'memory_per_gpu',
-           'plan']
+           'vllm_startup_memory', 'dummy_model', 'plan']
 
 # %% ../nbs/02b_tp_in_vllm.ipynb #432d7ce3
 def draw_decoder_layer(tp: int = 2):
@@ -100,6 +100,40 @@ def memory_per_gpu(config: str | Path | dict, tp: int, dtype_bytes: int = 2, max
     kv_cache = kv_per_token * max_model_len * max_num_seqs / gib
     return dict(weights=weights, kv_cache=kv_cache, activations=activation_gb, total=weights + kv_cache + activation_gb,
                 kv_bytes_per_token=kv_per_token, kv_heads_per_gpu=kv_per_gpu)
+
+# %% ../nbs/02b_tp_in_vllm.ipynb #705e523a
+import re
+
+_STARTUP_PATTERNS = {
+    "kv_cache_gib": [r"Available KV cache memory: ([\d.]+) GiB", r"Auto set \(([\d.]+)/[\d.]+\) GiB for KV cache"],
+    "kv_cache_tokens": [r"KV cache size: ([\d,]+) tokens"],
+    "weights_gib": [r"Model loading took ([\d.]+) GiB"],
+}
+
+def vllm_startup_memory(log: str) -> dict:
+    "KV cache GiB and tokens, KV bytes per token and (GPU) weights GiB, read from a vLLM start-up log; None if absent."
+    found = {}
+    for key, patterns in _STARTUP_PATTERNS.items():
+        hits = [m.group(1) for p in patterns for m in re.finditer(p, log)]
+        found[key] = float(hits[-1].replace(",", "")) if hits else None
+    if found["kv_cache_gib"] is None or not found["kv_cache_tokens"]:
+        raise ValueError("no KV cache lines in this log: is it the log of a vLLM engine start (INFO level)?")
+    found["kv_bytes_per_token"] = found["kv_cache_gib"] * 2**30 / found["kv_cache_tokens"]
+    return found
+
+# %% ../nbs/02b_tp_in_vllm.ipynb #57a96203
+import os
+
+def dummy_model(name: str, path: str | os.PathLike) -> Path:
+    "A servable folder with a shipped config's shapes (its config.json + the embedded tokenizer): load with load_format='dummy'."
+    from ray_vllm_tutorial.models import build_tokenizer
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer()
+    tok.save_pretrained(path)
+    cfg = dict(load_config(name), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    (path / "config.json").write_text(json.dumps(cfg, indent=1))
+    return path
 
 # %% ../nbs/02b_tp_in_vllm.ipynb #04f566bd
 def plan(config: str | Path | dict, n_gpus: int, gpus_per_node: int, gpu_memory_gb: float, dtype_bytes: int = 2,

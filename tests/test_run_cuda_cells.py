@@ -1,0 +1,38 @@
+"""tools/run_cuda_cells.py runs only the `#| cuda` cells, keeps other outputs, and writes nothing on failure."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "run_cuda_cells.py"
+
+
+def _nb(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    nbformat.write(nb, path)
+
+
+def test_runs_only_cuda_cells(tmp_path):
+    cpu = nbformat.v4.new_code_cell("raise RuntimeError('a CPU-only cell must not run')")
+    cpu.outputs = [nbformat.v4.new_output("stream", name="stdout", text="saved CPU output\n")]
+    _nb(tmp_path / "x.ipynb", [cpu, nbformat.v4.new_code_cell("#| cuda\nimport math\nprint('gpu', 6 * 7)"),
+                               nbformat.v4.new_markdown_cell("prose"), nbformat.v4.new_code_cell("#| cuda\nmath.pi > 3")])
+    r = subprocess.run([sys.executable, str(TOOL), str(tmp_path / "x.ipynb"), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cells = json.loads((tmp_path / "out" / "x.ipynb").read_text())["cells"]
+    assert cells[0]["outputs"][0]["text"] in ("saved CPU output\n", ["saved CPU output\n"])  # untouched
+    assert "".join(cells[1]["outputs"][0]["text"]) == "gpu 42\n"
+    assert cells[3]["outputs"][0]["data"]["text/plain"] in ("True", ["True"])  # state carried between cuda cells
+
+
+def test_failure_writes_nothing(tmp_path):
+    _nb(tmp_path / "y.ipynb", [nbformat.v4.new_code_cell("#| cuda\nassert 1 == 2, 'boom'")])
+    r = subprocess.run([sys.executable, str(TOOL), str(tmp_path / "y.ipynb"), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "boom" in r.stderr
+    assert not (tmp_path / "out" / "y.ipynb").exists()

