@@ -127,6 +127,8 @@ def main() -> None:
                    "(a) with max_num_seqs=256)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--tag", default="")
+    p.add_argument("--resume", action="store_true", help="keep variants already measured by an interrupted run of "
+                   "this command on this machine (/tmp/bench-*.json)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -146,6 +148,10 @@ def main() -> None:
     results = {}
     for v in a.variants.split(","):
         res = Path(f"/tmp/bench-{v}.json")
+        if a.resume and res.exists():
+            results[v] = json.loads(res.read_text())
+            print(f"== {LABELS[v]}: kept from the interrupted run: {results[v]}", flush=True)
+            continue
         res.unlink(missing_ok=True)
         print(f"== {LABELS[v]}", flush=True)
         subprocess.run([sys.executable, __file__, *args, "--device", a.device, "--variant", v, "--result", str(res)],
