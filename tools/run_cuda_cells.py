@@ -11,7 +11,9 @@ then `nbdev-clean` tidies it.
 from __future__ import annotations
 
 import argparse
+import io
 import re
+import traceback
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,12 @@ def is_cuda_cell(cell) -> bool:
     return cell.get("cell_type") == "code" and bool(CUDA_FLAG.search(cell.get("source", "")))
 
 
+class _CapturedText(io.StringIO):
+    "A captured stream that still answers `fileno()` with the real stream's descriptor (vLLM asks for it)."
+    def fileno(self) -> int:
+        return sys.__stderr__.fileno()
+
+
 def _echo(cell) -> None:
     "Print what a cell printed or returned, so the GPU machine's log shows it too."
     for o in cell.get("outputs", []):
@@ -34,7 +42,9 @@ def _echo(cell) -> None:
 def run_cuda_cells(nb_path: str | Path, out_dir: str | Path | None = None) -> Path:
     "Execute the notebook's cuda cells only (outputs captured into them) and write it; raise on the first error."
     from fastcore.nbio import read_nb, write_nb
+    import IPython.utils.capture
     from execnb.shell import CaptureShell
+    IPython.utils.capture.StringIO = _CapturedText  # what execnb's capture_output puts in place of sys.stdout/err
     nb_path = Path(nb_path)
     nb = read_nb(nb_path)
     n = sum(is_cuda_cell(c) for c in nb.cells)
@@ -62,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_cuda_cells(nb, a.out)
         except Exception as e:  # keep going: one notebook's failure must not lose another's outputs
-            print(f"!! {nb}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            print(f"!! {nb}: {type(e).__name__}: {e}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             failed.append(nb)
     return 1 if failed else 0
 
