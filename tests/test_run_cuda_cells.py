@@ -36,3 +36,17 @@ def test_failure_writes_nothing(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 1 and "boom" in r.stderr
     assert not (tmp_path / "out" / "y.ipynb").exists()
+
+
+def test_trim_logs_keeps_the_cells_own_output():
+    sys.path.insert(0, str(TOOL.parent))
+    from run_cuda_cells import trim_logs
+    cell = {"outputs": [
+        {"output_type": "stream", "name": "stdout", "text": "INFO 11-25 [core.py:1] engine up\nrows: 64\n"
+                                                           "\x1b[36m(MapWorker(MapBatches(P)) pid=1)\x1b[0m \r\n"
+                                                           "Capturing CUDA graphs: 51/51 [00:02, 20.1it/s]\nfailed: 0\n"},
+        {"output_type": "stream", "name": "stderr", "text": "2026-11-25 WARNING util.py:650 -- deprecated\n"},
+        {"output_type": "execute_result", "data": {"text/plain": "42"}, "metadata": {}, "execution_count": 1}]}
+    trim_logs(cell)
+    assert [o["output_type"] for o in cell["outputs"]] == ["stream", "execute_result"]  # empty stderr dropped
+    assert cell["outputs"][0]["text"] == "rows: 64\nfailed: 0\n"

@@ -19,6 +19,15 @@ import time
 from pathlib import Path
 
 CUDA_FLAG = re.compile(r"^#\|\s*cuda\s*$", re.M)
+# vLLM / Ray / torch log lines and progress bars: they fill pages of the docs and say nothing the cell's own output
+# does not; the runner's console still shows them
+LOG_LINE = re.compile(r"\bINFO\b|WARNING|Capturing CUDA graphs|Loading safetensors|it/s\]|\[W\d{4}|socket\.cpp|"
+                      r"Running Dataset|Running 0|Dataset \w+ execution finished")
+RAY_PREFIX = re.compile(r"\x1b\[\d+m\([^\x1b]*\x1b\[0m|\s")  # "(MapWorker(...) pid=1)" in colour, and blanks
+
+
+def _is_log(line: str) -> bool:
+    return bool(LOG_LINE.search(line)) or not RAY_PREFIX.sub("", line)
 
 
 def is_cuda_cell(cell) -> bool:
@@ -32,11 +41,26 @@ class _CapturedText(io.StringIO):
         return sys.__stderr__.fileno()
 
 
+def trim_logs(cell) -> None:
+    "Drop engine log lines and progress bars from a cell's stream outputs (and streams left empty)."
+    outs = []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "stream":
+            text = o["text"] if isinstance(o["text"], str) else "".join(o["text"])
+            kept = "".join(l for l in text.splitlines(keepends=True) if not _is_log(l))
+            if not kept:
+                continue
+            o["text"] = kept
+        outs.append(o)
+    cell["outputs"] = outs
+
+
 def _echo(cell) -> None:
-    "Print what a cell printed or returned, so the GPU machine's log shows it too."
+    "Print what a cell printed or returned, so the GPU machine's log shows it too; then trim the saved copy."
     for o in cell.get("outputs", []):
         text = o.get("text") or o.get("data", {}).get("text/plain", "")
         print("".join(text) if isinstance(text, list) else text, flush=True)
+    trim_logs(cell)
 
 
 def run_cuda_cells(nb_path: str | Path, out_dir: str | Path | None = None) -> Path:
