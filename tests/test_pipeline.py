@@ -168,3 +168,31 @@ def test_resume_after_kill(tmp_path):
     final = read_output(out)
     assert sorted(final["id"]) == [x["id"] for x in rows]  # each id exactly once
     assert final["error"].isna().all()
+
+
+def test_ctrl_c_exits_130_and_resumes(tmp_path):
+    """Ctrl-C (SIGINT to the job's process group, as a terminal sends it) ends with 130 and a resume hint; the re-run
+    finishes the job with every id exactly once."""
+    rows = [{"id": f"c{i:03d}", "messages": _messages(i)} for i in range(160)]
+    inp = _write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp), str(out),
+           "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 300 and not list(out.glob("*.parquet")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(out)], check=False)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted; placement groups removed. Re-run the same command to resume." in err
+    done = len(read_output(out))
+    assert 0 < done < len(rows), done
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"{done} already done" in r.stdout
+    final = read_output(out)
+    assert sorted(final["id"]) == [x["id"] for x in rows]
