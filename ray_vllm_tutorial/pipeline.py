@@ -422,17 +422,15 @@ def _progress_loop(counter, total: int, stop: threading.Event, t0: float) -> Non
     "Driver-side progress bar fed by the engines' counter: rows done / total and output tokens/s."
     from tqdm.auto import tqdm
     bar = tqdm(total=total, unit="row", desc="generating", dynamic_ncols=True)
+    def show():
+        rows, tokens = ray.get(counter.get.remote())
+        bar.n = rows
+        bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):.0f} tok/s", refresh=False)
+        bar.refresh()
     try:
-        while True:
-            rows, tokens = ray.get(counter.get.remote())
-            bar.n = rows
-            bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):.0f} tok/s", refresh=False)
-            bar.refresh()
-            if stop.wait(0.5):
-                rows, tokens = ray.get(counter.get.remote())
-                bar.n = rows
-                bar.refresh()
-                return
+        while not stop.wait(0.5):
+            show()
+        show()  # the final count: a short job may finish between two looks
     finally:
         bar.close()
 

@@ -196,3 +196,27 @@ def test_ctrl_c_exits_130_and_resumes(tmp_path):
     assert f"{done} already done" in r.stdout
     final = read_output(out)
     assert sorted(final["id"]) == [x["id"] for x in rows]
+
+
+def test_progress_bar_shows_the_final_count(capsys):
+    """A job that finishes between two looks of the bar still ends at rows/total with its real tokens/s."""
+    import threading
+    from ray_vllm_tutorial.cluster import init_ray
+    from ray_vllm_tutorial.pipeline import ProgressCounter, _progress_loop
+    init_ray(num_cpus=1)
+    try:
+        counter = ProgressCounter.remote()
+        stop = threading.Event()
+
+        def finish():  # the whole job ends 0.2 s in, before the bar's next look
+            time.sleep(0.2)
+            ray.get(counter.add.remote(64, 758))
+            stop.set()
+        threading.Thread(target=finish).start()
+        _progress_loop(counter, 64, stop, time.time() - 2.0)
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "64/64" in last and " 0 tok/s" not in last, last
+    assert 250 < int(last.split(" tok/s")[0].split()[-1]) <= 379, last  # 758 tokens over a little more than 2 s
