@@ -30,6 +30,18 @@ def test_runs_only_cuda_cells(tmp_path):
     assert cells[3]["outputs"][0]["data"]["text/plain"] in ("True", ["True"])  # state carried between cuda cells
 
 
+def test_cpu_mode_runs_the_others_and_keeps_gpu_outputs(tmp_path):
+    gpu = nbformat.v4.new_code_cell("#| cuda\nraise RuntimeError('a cuda cell must not run')")
+    gpu.outputs = [nbformat.v4.new_output("stream", name="stdout", text="saved GPU output\n")]
+    _nb(tmp_path / "z.ipynb", [nbformat.v4.new_code_cell("x = 6"), gpu, nbformat.v4.new_code_cell("print('cpu', x * 7)")])
+    r = subprocess.run([sys.executable, str(TOOL), "--cells", "cpu", str(tmp_path / "z.ipynb"), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cells = json.loads((tmp_path / "out" / "z.ipynb").read_text())["cells"]
+    assert "".join(cells[1]["outputs"][0]["text"]) == "saved GPU output\n"  # untouched
+    assert "".join(cells[2]["outputs"][0]["text"]) == "cpu 42\n"  # state carried from the first cell
+
+
 def test_failure_writes_nothing(tmp_path):
     _nb(tmp_path / "y.ipynb", [nbformat.v4.new_code_cell("#| cuda\nassert 1 == 2, 'boom'")])
     r = subprocess.run([sys.executable, str(TOOL), str(tmp_path / "y.ipynb"), "--out", str(tmp_path / "out")],

