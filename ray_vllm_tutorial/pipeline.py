@@ -417,7 +417,7 @@ def _planned_layout(model, device: str, replicas: int | None, tp: int | None) ->
     tp = tp or p["tensor_parallel_size"]
     return replicas or max(1, g["n_gpus"] // tp), tp
 
-#| export
+# %% ../nbs/03_batch_inference.ipynb #5e0c2a7d
 def _progress_loop(counter, total: int, stop: threading.Event, t0: float) -> None:
     "Driver-side progress bar fed by the engines' counter: rows done / total and output tokens/s."
     from tqdm.auto import tqdm
