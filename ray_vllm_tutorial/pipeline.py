@@ -7,8 +7,10 @@ Docs: https://ray-vllm-tutorial.github.io/ray_vllm_tutorial/batch_inference.html
 # %% ../nbs/03_batch_inference.ipynb #60b73738
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import threading
 import time
@@ -434,6 +436,22 @@ def _progress_loop(counter, total: int, stop: threading.Event, t0: float) -> Non
     finally:
         bar.close()
 
+@contextlib.contextmanager
+def _quiet_ray_data(quiet: bool = True):
+    "While it lasts (when `quiet`): no Ray Data progress log or INFO lines; our own bar and summary tell the story."
+    if not quiet:
+        yield
+        return
+    ctx, log = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
+    saved = ctx.enable_progress_bars, log.level
+    ctx.enable_progress_bars = False  # a Dataset copies the context when created: wrap its creation
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars = saved[0]
+        log.setLevel(saved[1])
+
 def run_batch(
     input: str | os.PathLike,  # JSONL, Parquet or CSV: `messages`, `prompt`, or OpenAI Batch API requests
     output: str | os.PathLike,  # output folder; re-running with the same folder resumes (skips ids already there)
@@ -448,6 +466,7 @@ def run_batch(
     engine_kwargs: dict | None = None,  # extra vllm.LLM arguments (max_model_len, load_format, ...)
     progress: bool = True,  # show a live progress bar
     summary_plot: str | os.PathLike | None = None,  # write a PNG: finish_reason counts + output length histogram
+    verbose: bool = False,  # also show Ray's and vLLM's own logs (default: only the progress bar and summary)
 ) -> Summary:
     "Run every request of `input` through `replicas` vLLM engines of `tensor_parallel_size` devices and write results."
     t0 = time.time()
@@ -477,7 +496,8 @@ def run_batch(
         if len(todo):
             if started_ray:
                 n_cpus = replicas * tensor_parallel_size + 2 if device == "cpu" else None  # logical: ranks + I/O
-                init_ray(address, num_cpus=n_cpus)
+                init_ray(address, num_cpus=n_cpus, log_to_driver=verbose,  # engines log a lot: hidden unless asked
+                         logging_level=logging.INFO if verbose else logging.ERROR)
             if replicas is None or tensor_parallel_size is None:
                 replicas, tensor_parallel_size = _planned_layout(model, device, replicas, tensor_parallel_size)
             check_resources(replicas, tensor_parallel_size, device)
@@ -491,31 +511,32 @@ def run_batch(
                 return dict(scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True))
 
-            counter = ProgressCounter.remote()
-            t_engines = time.time()
-            blocks = [todo.iloc[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-            ds = ray.data.from_pandas(blocks)
-            gpus = 1 if device == "gpu" and tensor_parallel_size == 1 else 0  # TP>1: the ranks take the GPUs
-            with warnings.catch_warnings():  # Ray 2.60 marks ray_remote_args_fn deprecated (gone in 2.64): see pyproject
-                warnings.simplefilter("ignore", DeprecationWarning)
-                results = ds.map_batches(
-                    LLMPredictor, batch_size=batch_size, batch_format="pandas", concurrency=replicas,
-                    fn_constructor_kwargs=dict(model=model, tensor_parallel_size=tensor_parallel_size, device=device,
-                                               sampling=sampling, engine_kwargs=engine_kwargs or {}, progress=counter),
-                    num_cpus=1, num_gpus=gpus, ray_remote_args_fn=remote_args)
-            stop = threading.Event()
-            bar = threading.Thread(target=_progress_loop, args=(counter, len(todo), stop, t0), daemon=True)
-            if progress:
-                bar.start()
-            try:
-                if output_format == "parquet":
-                    results.write_parquet(str(output))
-                else:
-                    results.write_json(str(output))
-            finally:
-                stop.set()
+            with _quiet_ray_data(not verbose):
+                counter = ProgressCounter.remote()
+                t_engines = time.time()
+                blocks = [todo.iloc[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+                ds = ray.data.from_pandas(blocks)
+                gpus = 1 if device == "gpu" and tensor_parallel_size == 1 else 0  # TP>1: the ranks take the GPUs
+                with warnings.catch_warnings():  # Ray 2.60 marks ray_remote_args_fn deprecated (gone in 2.64): see pyproject
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    results = ds.map_batches(
+                        LLMPredictor, batch_size=batch_size, batch_format="pandas", concurrency=replicas,
+                        fn_constructor_kwargs=dict(model=model, tensor_parallel_size=tensor_parallel_size, device=device,
+                                                   sampling=sampling, engine_kwargs=engine_kwargs or {}, progress=counter),
+                        num_cpus=1, num_gpus=gpus, ray_remote_args_fn=remote_args)
+                stop = threading.Event()
+                bar = threading.Thread(target=_progress_loop, args=(counter, len(todo), stop, t0), daemon=True)
                 if progress:
-                    bar.join(timeout=10)
+                    bar.start()
+                try:
+                    if output_format == "parquet":
+                        results.write_parquet(str(output))
+                    else:
+                        results.write_json(str(output))
+                finally:
+                    stop.set()
+                    if progress:
+                        bar.join(timeout=10)
             times = ray.get(counter.times.remote())
     finally:
         for pg in pgs:
@@ -594,6 +615,7 @@ def build_parser():
     p.add_argument("--summary-plot", default=None, help="write a PNG summary (finish_reason + output lengths)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--show", type=int, default=0, help="print this many result rows at the end")
+    p.add_argument("--verbose", "-v", action="store_true", help="also show Ray's and vLLM's own logs")
     return p
 
 def _print_plan(args) -> int:
@@ -640,13 +662,17 @@ def main(argv: list[str] | None = None) -> int:
                             tensor_parallel_size=args.tensor_parallel_size, replicas=args.replicas, sampling=sampling,
                             batch_size=args.batch_size, address=args.address, device=args.device,
                             output_format=args.output_format, engine_kwargs=engine, progress=not args.no_progress,
-                            summary_plot=args.summary_plot)
+                            summary_plot=args.summary_plot, verbose=args.verbose)
     except (InputError, ValueError, RuntimeError, TimeoutError) as e:
         print(f"ray-vllm-batch: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ray-vllm-batch: interrupted; placement groups removed. Re-run the same command to resume.", file=sys.stderr)
         return 130
+    except Exception:
+        if not args.verbose:
+            print("ray-vllm-batch: failed; run again with --verbose to see Ray's and vLLM's logs", file=sys.stderr)
+        raise
     print(summary)
     if args.show:
         cols = ["id", "generated_text", "finish_reason", "output_tokens", "error"]
