@@ -75,7 +75,7 @@ def run_cuda_cells(nb_path: str | Path, out_dir: str | Path | None = None, cells
     nb = read_nb(nb_path)
     if cells not in ("cuda", "cpu"):
         raise ValueError(f"cells must be 'cuda' or 'cpu', got {cells!r}")
-    chosen = (lambda c: is_cuda_cell(c)) if cells == "cuda" else (lambda c: c.get("cell_type") == "code" and not is_cuda_cell(c))
+    chosen = is_cuda_cell if cells == "cuda" else (lambda c: c.get("cell_type") == "code" and not is_cuda_cell(c))
     n = sum(chosen(c) for c in nb.cells)
     if not n:
         raise SystemExit(f"{nb_path}: no {cells} cells")
