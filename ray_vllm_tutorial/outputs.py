@@ -252,7 +252,24 @@ def _check_input(output: Path, manifest: dict, fingerprint: str, kind: str, acce
         "Resuming would skip ids already there although their requests may have changed. Use a new output folder, "
         "or pass accept_changed_input=True to resume anyway (rows already in the folder are kept as they are).")
 
-# %% ../nbs/03b_output_folder.ipynb #feb148a4
+# %% ../nbs/03b_output_folder.ipynb #a52161db
+def _start_run(output: Path, manifest: dict, run_id: str, fingerprint: str, kind: str) -> dict:
+    "Record a new run (status `running`) and the input in the manifest, and write it; returns the run's entry."
+    run = {"run_id": run_id, "started": _now(), "pid": os.getpid(), "host": socket.gethostname(),
+           "input_fingerprint": fingerprint, "status": "running"}
+    manifest.update(package="ray_vllm_tutorial", version=__version__, input_fingerprint=fingerprint,
+                    input_kind=kind, updated=_now(), runs=manifest.get("runs", []) + [run])
+    _write_manifest(output, manifest)
+    return run
+
+def _end_run(output: Path, manifest: dict, run: dict, status: str) -> None:
+    "Record how the run ended; best effort (a full disk must not hide the job's own error)."
+    run["status"], run["ended"] = status, _now()
+    manifest["updated"] = run["ended"]
+    with contextlib.suppress(OSError):
+        _write_manifest(output, manifest)
+
+# %% ../nbs/03b_output_folder.ipynb #248ca74f
 @contextlib.contextmanager
 def claim_output(
     output: str | os.PathLike,  # the output folder; created if missing
@@ -268,30 +285,21 @@ def claim_output(
         manifest = _read_manifest(output) or {"created": _now(), "runs": []}
         _check_input(output, manifest, fingerprint, kind, accept_changed_input)
         claim = OutputClaim(output, new_run_id(), manifest)
-        run = {"run_id": claim.run_id, "started": _now(), "pid": os.getpid(), "host": socket.gethostname(),
-               "input_fingerprint": fingerprint, "status": "running"}
-        manifest.update(package="ray_vllm_tutorial", version=__version__, input_fingerprint=fingerprint,
-                        input_kind=kind, updated=_now(), runs=manifest.get("runs", []) + [run])
-        _write_manifest(output, manifest)
+        run, status = _start_run(output, manifest, claim.run_id, fingerprint, kind), "failed"
         _HELD[output.resolve()] = claim
         try:
             yield claim
-            run["status"] = "done"
+            status = "done"
         except KeyboardInterrupt:
-            run["status"] = "interrupted"
-            raise
-        except BaseException:
-            run["status"] = "failed"
+            status = "interrupted"
             raise
         finally:
             _HELD.pop(output.resolve(), None)
-            run["ended"] = manifest["updated"] = _now()
-            with contextlib.suppress(OSError):
-                _write_manifest(output, manifest)
+            _end_run(output, manifest, run, status)
     finally:
         os.close(fd)  # releases the lock
 
-# %% ../nbs/03b_output_folder.ipynb #3ba9b789
+# %% ../nbs/03b_output_folder.ipynb #85b62970
 @dataclasses.dataclass
 class OutputClaim:
     "What `claim_output` yields: the folder, this run's id (for `part_filename_provider`), and the manifest."
@@ -299,7 +307,7 @@ class OutputClaim:
     run_id: str  # names this run's part files
     manifest: dict  # the folder's manifest (written on entry, and on exit with the run's status)
 
-# %% ../nbs/03b_output_folder.ipynb #9ca016b2
+# %% ../nbs/03b_output_folder.ipynb #324d303b
 def _error_kind(e: Any) -> str:
     "The kind of an error message: the text before its first colon (`unknown role: 'robot'` -> `unknown role`)."
     return str(e).split(":")[0]
@@ -315,7 +323,7 @@ def _plain(v: Any) -> Any:
     "numpy values and arrays as plain Python, for `json.dumps`."
     return v.tolist() if hasattr(v, "tolist") else str(v)
 
-# %% ../nbs/03b_output_folder.ipynb #6d60a86b
+# %% ../nbs/03b_output_folder.ipynb #dad705e0
 def _listed(v: Any) -> list | None:
     return list(v) if hasattr(v, "__len__") and not isinstance(v, (str, dict)) else None
 
@@ -338,7 +346,7 @@ def _openai_response(row: dict, model: str) -> dict:
                                   "choices": choices,
                                   "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}}}
 
-# %% ../nbs/03b_output_folder.ipynb #de90c038
+# %% ../nbs/03b_output_folder.ipynb #593291c5
 def write_openai_output(
     results: pd.DataFrame,  # result rows (`read_output`); sorted by `input_row` when it is there
     path: str | os.PathLike,  # the JSONL file to write; replaced atomically
