@@ -7,35 +7,59 @@ Docs: https://ray-vllm-tutorial.github.io/ray_vllm_tutorial/batch_inference.html
 # %% ../nbs/03_batch_inference.ipynb #60b73738
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
+import math
 import os
+import sys
 import threading
 import time
 import uuid
-import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from .cluster import init_ray, tp_bundles, tp_placement_group
-from .chat import detect_device, parse_outputs
+from .cluster import init_ray, tp_placement_group
+from .chat import _cpu_thread_binding, detect_device, engine_kwargs as vllm_engine_kwargs, parse_outputs
+from .models import resolve_model
 
 VALID_ROLES = {"system", "user", "assistant", "tool"}
 RESULT_COLUMNS = ["id", "generated_text", "finish_reason", "prompt_tokens", "output_tokens", "error"]
+# what an engine adds to each row: sample 0, every sample (n > 1), token counts, error, when it ran
+ANSWER_COLUMNS = ["generated_text", "finish_reason", "generated_texts", "finish_reasons", "prompt_tokens",
+                  "output_tokens", "error", "started_at", "finished_at"]
 DEFAULT_SAMPLING = dict(max_tokens=256, temperature=0.0)
+DEFAULT_BATCH_SIZE = 32  # rows per hand-off to an engine: small, so the dispatcher can balance the engines
+PLACEMENT_TIMEOUT_S = 120  # how long an engine's placement group may take to be placed
+ENGINE_START_TIMEOUT_S = 1800  # how long the engines may take to start (a first torch.compile on a GPU takes minutes)
 
 # %% auto #0
-__all__ = ['VALID_ROLES', 'RESULT_COLUMNS', 'DEFAULT_SAMPLING', 'InputError', 'read_table', 'normalize_requests',
-           'ProgressCounter', 'LLMPredictor', 'check_resources', 'Summary', 'read_output', 'write_openai_output',
-           'cluster_gpus', 'plan_for', 'run_batch', 'plot_summary', 'sample_prompts_path', 'build_parser', 'main']
+__all__ = ['VALID_ROLES', 'RESULT_COLUMNS', 'ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'PLACEMENT_TIMEOUT_S',
+           'ENGINE_START_TIMEOUT_S', 'check_positive_int', 'row_sampling', 'InputError', 'read_table',
+           'normalize_requests', 'ProgressCounter', 'EngineActor', 'EchoEngine', 'EnginesDied', 'Dispatcher',
+           'engines_scope', 'start_engines', 'answer', 'check_resources', 'Summary', 'read_output',
+           'write_openai_output', 'cluster_gpus', 'plan_for', 'run_batch', 'plot_summary', 'running_over_time',
+           'plot_timeline', 'sample_prompts_path', 'build_parser', 'main']
+
+# %% ../nbs/03_batch_inference.ipynb #5beae4fe
+def check_positive_int(value: Any, name: str) -> None:
+    "TEMP"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+def row_sampling(defaults: dict, sampling_json: str | None) -> dict:
+    "TEMP"
+    return {**defaults, **(json.loads(sampling_json) if isinstance(sampling_json, str) else {})}
 
 # %% ../nbs/03_batch_inference.ipynb #6a57637b
 class InputError(ValueError):
@@ -171,8 +195,8 @@ def normalize_requests(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         temperature.append(float(temp) if isinstance(temp, (int, float)) else None)
         errors.append(err)
     out["messages"] = messages
-    out["row_max_tokens"] = pd.array(max_tokens, dtype="Int64")
-    out["row_temperature"] = pd.array(temperature, dtype="Float64")
+    out["sampling"] = [json.dumps({k: v for k, v in dict(max_tokens=m, temperature=t).items() if v is not None}) or None
+                       if (m is not None or t is not None) else None for m, t in zip(max_tokens, temperature)]
     out["error"] = pd.Series(errors, dtype=object)  # object, not pandas' str dtype: missing stays None
     out["input_row"] = range(len(df))
     for c in sorted(cols - {"id", "messages", "custom_id"}):  # the input's own columns ride along
@@ -184,103 +208,270 @@ def normalize_requests(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         out["custom_id"] = out["id"]
     return out.reset_index(drop=True), kind
 
-# %% ../nbs/03_batch_inference.ipynb #1f8dfa64
+# %% ../nbs/03_batch_inference.ipynb #cab38591
 @ray.remote(num_cpus=0)
 class ProgressCounter:
-    "A tiny actor the engines report to, so the driver can draw one progress bar for all replicas."
-    def __init__(self):
-        self.rows, self.tokens, self.first_ready, self.last_done = 0, 0, None, None
-    def ready(self, t: float) -> None:
-        "An engine finished starting at time `t`."
-        self.first_ready = t if self.first_ready is None else min(self.first_ready, t)
-    def add(self, rows: int, tokens: int, t: float | None = None) -> None:
-        "An engine finished a batch of `rows` rows and `tokens` output tokens at time `t`."
-        self.rows += rows
-        self.tokens += tokens
-        self.last_done = t if self.last_done is None or (t or 0) > self.last_done else self.last_done
-    def get(self) -> tuple[int, int]:
-        return self.rows, self.tokens
-    def times(self) -> tuple[float | None, float | None]:
-        return self.first_ready, self.last_done
+    "A tiny actor the engines and the dispatcher report to, so the driver can draw one display for all replicas."
+    def __init__(self, replicas: int = 1):
+        self.ready_at: list = [None] * replicas  # when each engine finished starting
+        self.rows, self.tokens = [0] * replicas, [0] * replicas
+        self.dead: list[int] = []
+        self.last_done: float | None = None
+    def ready(self, replica: int, t: float) -> None:
+        "Engine `replica` finished starting at time `t`."
+        self.ready_at[replica] = t
+    def add(self, replica: int, rows: int, tokens: int, t: float) -> None:
+        "Engine `replica` answered `rows` rows with `tokens` output tokens, the last at time `t`."
+        self.rows[replica] += rows
+        self.tokens[replica] += tokens
+        self.last_done = t if self.last_done is None else max(self.last_done, t)
+    def died(self, replica: int) -> None:
+        "Engine `replica` died; the dispatcher sends its rows elsewhere."
+        self.dead.append(replica)
+    def get(self) -> dict:
+        "Everything reported so far."
+        return dict(ready_at=self.ready_at, rows=self.rows, tokens=self.tokens, dead=self.dead, last_done=self.last_done)
 
-class LLMPredictor:
-    "A Ray Data actor: builds one vLLM engine in `__init__`, then answers batches of requests with one `LLM.chat` each."
-    def __init__(self, model: str | None, tensor_parallel_size: int, device: str, sampling: dict, engine_kwargs: dict,
-                 progress=None):
-        from ray_vllm_tutorial.chat import make_llm
-        self.llm = make_llm(model, tensor_parallel_size, device, **engine_kwargs)
-        self.tok = self.llm.get_tokenizer()
-        self.max_len = self.llm.llm_engine.model_config.max_model_len
-        self.sampling, self.progress = dict(sampling), progress
-        from vllm import SamplingParams  # one tiny request now: lazy kernel JIT/warm-up counts as start-up, not generation
-        self.llm.chat([[{"role": "user", "content": "warm up"}]], SamplingParams(max_tokens=4), use_tqdm=False)
-        if progress is not None:
-            progress.ready.remote(time.time())
+# %% ../nbs/03_batch_inference.ipynb #299c5059
+def _row_error(row: dict) -> str | None:
+    "The row's input error, if any (None, NaN and '' mean none)."
+    e = row.get("error")
+    return e if isinstance(e, str) and e else None
 
-    def _params(self, row_max_tokens, row_temperature):
-        from vllm import SamplingParams
-        kw = dict(self.sampling)
-        if row_max_tokens is not None and not pd.isna(row_max_tokens):
-            kw["max_tokens"] = int(row_max_tokens)
-        if row_temperature is not None and not pd.isna(row_temperature):
-            kw["temperature"] = float(row_temperature)
-        return SamplingParams(**kw)
+class EngineActor:
+    "One vLLM engine (its async engine, `AsyncLLM`) in a Ray actor: every row it is handed runs at once, so vLLM's scheduler always has the whole in-flight set to batch."
+    def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
+                 engine_kwargs: dict, progress=None):
+        self.replica, self.sampling, self.progress = replica, dict(sampling), progress
+        self.args = (model, tensor_parallel_size, device, dict(engine_kwargs))
 
-    def _prompt_error(self, messages: list) -> str | None:
-        "An error when the rendered prompt leaves no room to generate within the model's context."
-        try:
-            text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            n = len(self.tok(text, add_special_tokens=False)["input_ids"])
-        except Exception as e:  # a template that rejects the conversation (e.g. roles out of order)
-            return f"chat template failed: {e}"
-        if n >= self.max_len:
-            return f"prompt too long: {n} tokens, the model's context is {self.max_len}"
-        return None
-
-    def _run(self, convs: list, params: list) -> list[dict]:
-        "One `LLM.chat` for the batch; if it fails, each row alone, so one bad row cannot take the others down."
-        try:
-            cols = parse_outputs(self.llm.chat(convs, params, use_tqdm=False), all_samples=True)
-            return [{k: v[j] for k, v in cols.items()} for j in range(len(convs))]
-        except Exception:
-            results = []
-            for conv, p in zip(convs, params):
-                try:
-                    cols = parse_outputs(self.llm.chat([conv], p, use_tqdm=False), all_samples=True)
-                    results.append({k: v[0] for k, v in cols.items()})
-                except Exception as e:
-                    results.append({"error": f"generation failed: {type(e).__name__}: {e}"})
-            return results
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        batch = batch.reset_index(drop=True)
-        n = len(batch)
-        samples = self.sampling.get("n", 1) > 1
-        res = {c: [None] * n for c in ["generated_text", "finish_reason"] + (["generated_texts", "finish_reasons"] if samples else [])}
-        res.update(prompt_tokens=[0] * n, output_tokens=[0] * n)
-        errors = list(batch["error"])
-        todo, convs, params = [], [], []
-        for i in range(n):
-            if errors[i] is None or (isinstance(errors[i], float) and pd.isna(errors[i])):
-                errors[i] = None
-                msgs = json.loads(batch["messages"][i])
-                errors[i] = self._prompt_error(msgs)
-                if errors[i] is None:
-                    todo.append(i); convs.append(msgs)
-                    params.append(self._params(batch["row_max_tokens"][i], batch["row_temperature"][i]))
-        for i, r in zip(todo, self._run(convs, params)):
-            if r.get("error"):
-                errors[i] = r["error"]
-                continue
-            for k in res:
-                res[k][i] = r[k]
-        out = batch.copy()
-        for k, v in res.items():
-            out[k] = v
-        out["error"] = errors
+    async def start(self) -> dict:
+        "Build the engine, answer one tiny request (lazy kernel compilation counts as start-up); return its sizes."
+        from vllm import AsyncEngineArgs, SamplingParams
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.v1.engine.async_llm import AsyncLLM
+        model, tp, device, extra = self.args
+        if device == "cpu" and tp > 1:  # each rank its own cores, as `make_llm` does
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_thread_binding(tp))
+        kw = dict(disable_log_stats=True) | vllm_engine_kwargs(model, tp, device, **extra)
+        # LLM_CLASS: the scheduler sizes `vllm.LLM` picks (on an H100: 1024 sequences, 16384 tokens a step),
+        # not the smaller server ones the async engine takes by default.
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kw), usage_context=UsageContext.LLM_CLASS)
+        tok = self.engine.get_tokenizer()
+        self.tok = await tok if inspect.isawaitable(tok) else tok
+        cfg = self.engine.vllm_config
+        self.max_len = cfg.model_config.max_model_len
+        await self._generate([{"role": "user", "content": "warm up"}], SamplingParams(max_tokens=4))
         if self.progress is not None:
-            self.progress.add.remote(n, int(sum(res["output_tokens"])), time.time())
+            self.progress.ready.remote(self.replica, time.time())
+        return dict(replica=self.replica, max_num_seqs=cfg.scheduler_config.max_num_seqs,
+                    max_num_batched_tokens=cfg.scheduler_config.max_num_batched_tokens, max_model_len=self.max_len)
+
+    def _prompt(self, messages: list) -> list[int]:
+        "The conversation through the model's chat template, as token ids; ValueError if no room is left to answer."
+        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= self.max_len:
+            raise ValueError(f"prompt too long: {len(ids)} tokens, the model's context is {self.max_len}")
+        return ids
+
+    async def _generate(self, messages: list, params) -> Any:
+        "One request through the engine; its final `RequestOutput`."
+        final = None
+        async for out in self.engine.generate({"prompt_token_ids": self._prompt(messages)}, params, uuid.uuid4().hex):
+            final = out
+        return final
+
+    async def _answer(self, row: dict) -> dict:
+        "One row's result columns: a problem with the row becomes its `error`; an engine death is raised."
+        from vllm import SamplingParams
+        from vllm.v1.engine.exceptions import EngineDeadError
+        if _row_error(row):
+            return dict(error=_row_error(row))
+        started = time.time()
+        try:
+            params = SamplingParams(**row_sampling(self.sampling, row.get("sampling")))
+            out = await self._generate(json.loads(row["messages"]), params)
+        except EngineDeadError:
+            raise  # fatal for this engine: the dispatcher sends its rows to another
+        except ValueError as e:  # too long, or a request vLLM rejects
+            return dict(error=str(e) if str(e).startswith("prompt too long") else f"bad request: {e}")
+        except Exception as e:  # e.g. a chat template that rejects the conversation (roles out of order)
+            return dict(error=f"generation failed: {type(e).__name__}: {e}")
+        return {k: v[0] for k, v in parse_outputs([out], all_samples=True).items()} | dict(
+            started_at=started, finished_at=time.time(), error=None)
+
+    async def generate(self, rows: list[dict]) -> list[dict]:
+        "Answer `rows` (dicts with `messages`, `sampling`, `error`) all at once; results in the same order."
+        return list(await asyncio.gather(*(self._answer(r) for r in rows)))
+
+# %% ../nbs/03_batch_inference.ipynb #5c8fae36
+class EchoEngine:
+    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds; it can die after `die_after` rows (fault drills) or hold its rows forever (`hang`). For tests and dry runs."
+    def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
+                 engine_kwargs: dict, progress=None):
+        self.replica, self.sampling, self.progress = replica, dict(sampling), progress
+        opts = engine_kwargs.get("echo", {})  # e.g. {"token_s": 0.01, "die_after": {0: 20}, "hang": False}
+        self.token_s, self.hang = opts.get("token_s", 0.005), opts.get("hang", False)
+        self.die_after = {int(k): v for k, v in opts.get("die_after", {}).items()}.get(replica)
+        self.answered = 0
+
+    async def start(self) -> dict:
+        "Ready at once."
+        if self.progress is not None:
+            self.progress.ready.remote(self.replica, time.time())
+        return dict(replica=self.replica, max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=2048)
+
+    async def _answer(self, row: dict) -> dict:
+        if _row_error(row):
+            return dict(error=_row_error(row))
+        started = time.time()
+        words = json.loads(row["messages"])[-1]["content"].split()
+        n = min(len(words), row_sampling(self.sampling, row.get("sampling"))["max_tokens"])
+        await asyncio.sleep(3600 if self.hang else n * self.token_s)
+        return dict(generated_text=" ".join(words[:n]), finish_reason="length" if n < len(words) else "stop",
+                    prompt_tokens=len(words), output_tokens=n, generated_texts=[" ".join(words[:n])],
+                    finish_reasons=["stop"], started_at=started, finished_at=time.time(), error=None)
+
+    async def generate(self, rows: list[dict]) -> list[dict]:
+        "Answer `rows` all at once; exits the process (like a crashed engine) once `die_after` rows were asked for."
+        self.answered += len(rows)
+        if self.die_after is not None and self.answered > self.die_after:
+            os._exit(1)
+        return list(await asyncio.gather(*(self._answer(r) for r in rows)))
+
+# %% ../nbs/03_batch_inference.ipynb #ece850ce
+class EnginesDied(RuntimeError):
+    "Every engine of a job died; the rows answered so far are in the output folder, and a re-run resumes."
+
+def _engine_died(e: Exception) -> bool:
+    "Whether a call's exception means the engine is gone: its actor died, or vLLM's engine inside it did."
+    return isinstance(e, ray.exceptions.RayActorError) or (
+        isinstance(e, ray.exceptions.RayTaskError) and "EngineDeadError" in str(e))
+
+class Dispatcher:
+    "The step between Ray Data's reading and writing: each small batch goes to the live engine with the fewest rows in flight; the rows of an engine that dies go to another."
+    def __init__(self, engines: list, rows_in_flight: int, progress=None, attempts: int = 2):
+        self.engines = dict(enumerate(engines))  # replica -> actor handle, live ones only
+        self.load = dict.fromkeys(self.engines, 0)  # rows each engine holds now
+        self.cap, self.progress, self.attempts = rows_in_flight, progress, attempts
+        self.room = None  # an asyncio.Condition, made in the event loop Ray Data runs us in
+
+    async def _acquire(self, n: int) -> int:
+        "The least-loaded live engine with room for `n` more rows (waits for room); `EnginesDied` when none is left."
+        async with self.room:
+            while True:
+                if not self.engines:
+                    raise EnginesDied("every engine died")
+                i = min(self.engines, key=self.load.get)
+                if self.load[i] == 0 or self.load[i] + n <= self.cap:
+                    self.load[i] += n
+                    return i
+                await self.room.wait()
+
+    async def _release(self, i: int, n: int) -> None:
+        async with self.room:
+            self.load[i] -= n
+            self.room.notify_all()
+
+    def _bury(self, i: int) -> None:
+        "Engine `i` died: no more rows for it; kill what is left of it (a dead vLLM engine leaves a live actor)."
+        handle = self.engines.pop(i, None)
+        if handle is not None:
+            ray.kill(handle)
+            if self.progress is not None:
+                self.progress.died.remote(i)
+
+    async def _send(self, rows: list[dict]) -> tuple[list[dict], int]:
+        "Results for `rows` and the replica that answered (-1: engines died on them `attempts` times: error rows)."
+        for _ in range(self.attempts):
+            i = await self._acquire(len(rows))
+            try:
+                return await self.engines[i].generate.remote(rows), i
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                if not _engine_died(e):
+                    raise
+                self._bury(i)
+            finally:
+                await self._release(i, len(rows))
+        return [dict(error=f"engine died: {self.attempts} engines died while answering this row")] * len(rows), -1
+
+    async def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        "One batch of request rows in, the same rows with their result columns out."
+        self.room = self.room or asyncio.Condition()
+        results, replica = await self._send(batch[["messages", "sampling", "error"]].to_dict("records"))
+        out = batch.reset_index(drop=True)
+        for c in ANSWER_COLUMNS:
+            out[c] = [r.get(c) for r in results]
+        for c in ("prompt_tokens", "output_tokens"):
+            out[c] = out[c].fillna(0).astype("int64")
+        out["replica"] = replica
+        if self.progress is not None and replica >= 0:
+            self.progress.add.remote(replica, len(out), int(out["output_tokens"].sum()), time.time())
         return out
+
+# %% ../nbs/03_batch_inference.ipynb #89aa7400
+@contextlib.contextmanager
+def engines_scope(
+    replicas: int,  # engines (data parallelism)
+    tensor_parallel_size: int,  # ranks per engine, one bundle each in the engine's own STRICT_PACK placement group
+    device: str,  # "gpu" or "cpu"
+    model: str,  # model name or folder
+    sampling: dict,  # the job's SamplingParams defaults (a row's own fields win)
+    engine_kwargs: dict | None = None,  # more vLLM engine arguments
+    progress=None,  # a `ProgressCounter` to report to
+    engine_cls: type = EngineActor,  # the actor class: `EngineActor`, or `EchoEngine` for drills
+    timeout_s: float = PLACEMENT_TIMEOUT_S,  # how long each placement group may take to be placed
+) -> Iterator[list]:
+    "Create one placement group and one engine actor per replica (not started yet); yield the actors; on the way out, however it is left, kill them and remove the groups."
+    pgs, engines, job = [], [], uuid.uuid4().hex[:6]
+    try:
+        for i in range(replicas):
+            pgs.append(tp_placement_group(tensor_parallel_size, device, timeout_s=timeout_s, name=f"rvt-{job}-engine-{i}"))
+            gpus = 1 if device == "gpu" and tensor_parallel_size == 1 else 0  # TP>1: vLLM's Ray workers take the GPUs
+            strategy = PlacementGroupSchedulingStrategy(placement_group=pgs[-1], placement_group_bundle_index=0,
+                                                        placement_group_capture_child_tasks=True)
+            actor = ray.remote(engine_cls).options(num_cpus=1, num_gpus=gpus, scheduling_strategy=strategy,
+                                                   name=f"rvt-{job}-engine-{i}")
+            engines.append(actor.remote(i, model, tensor_parallel_size, device, sampling, engine_kwargs or {}, progress))
+        yield engines
+    finally:
+        for e in engines:
+            ray.kill(e)
+        for pg in pgs:
+            ray.util.remove_placement_group(pg)
+
+def start_engines(
+    engines: list,  # actors from `engines_scope`
+    timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long they may take together
+) -> list[dict]:
+    "Start every engine at once and wait for all; what each reports (its `max_num_seqs`, ...). The first start that fails raises its own error."
+    try:
+        return ray.get([e.start.remote() for e in engines], timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise TimeoutError(f"the engines did not start within {timeout_s:g} s") from None
+    except ray.exceptions.RayTaskError as e:
+        raise RuntimeError(f"an engine failed to start: {type(e.cause).__name__}: {e.cause}") from e
+
+# %% ../nbs/03_batch_inference.ipynb #da891878
+def answer(
+    requests: pd.DataFrame,  # request rows (`normalize_requests`): messages, sampling, error, ...
+    engines: list,  # started engine actors
+    sizes: list[dict],  # what `start_engines` returned for them
+    batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine
+    rows_in_flight: int | None = None,  # rows each engine may hold at once; None: twice its `max_num_seqs`
+    progress=None,  # a `ProgressCounter`
+) -> ray.data.Dataset:
+    "A Ray Data stream of `requests` with their answers: small batches through one `Dispatcher` that keeps every engine full."
+    cap = rows_in_flight or 2 * min(s["max_num_seqs"] for s in sizes)
+    # small batches, at least two per engine, so a short job still reaches every engine
+    bs = max(1, min(batch_size, cap, math.ceil(len(requests) / (2 * len(engines)))))
+    in_flight = len(engines) * max(1, cap // bs)  # batches waiting at the dispatcher: enough to fill every engine
+    ds = ray.data.from_pandas([requests.iloc[i:i + bs] for i in range(0, len(requests), bs)])
+    pool = ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=in_flight,
+                                      max_concurrent_calls_per_actor=in_flight)
+    return ds.map_batches(Dispatcher, batch_size=bs, batch_format="pandas", num_cpus=0, compute=pool,
+                          fn_constructor_kwargs=dict(engines=engines, rows_in_flight=cap, progress=progress))
 
 # %% ../nbs/03_batch_inference.ipynb #44cfe49e
 def check_resources(replicas: int, tensor_parallel_size: int, device: str) -> dict:
@@ -311,7 +502,7 @@ def check_resources(replicas: int, tensor_parallel_size: int, device: str) -> di
 # %% ../nbs/03_batch_inference.ipynb #c8bac668
 @dataclasses.dataclass
 class Summary:
-    "What a batch job did: row counts, failures by reason, tokens, time, finish reasons."
+    "What a batch job did: row counts, failures by reason, tokens, time, finish reasons, each replica's share."
     rows: int  # rows in the output folder after this run (all runs of a resumed job)
     new_rows: int  # rows this run processed
     skipped: int  # rows already in the output folder (resume)
@@ -323,9 +514,11 @@ class Summary:
     tokens_per_s: float  # output tokens / wall time of this run
     output: str  # the output folder
     openai_output: str | None = None  # the OpenAI-format response file, for OpenAI batch input
-    engine_start_s: float = 0.0  # from asking for engines to the first one ready
-    generation_s: float = 0.0  # from the first engine ready to the last batch done
+    engine_start_s: float = 0.0  # from asking for engines to the last one ready
+    generation_s: float = 0.0  # from the last engine ready to the last row done
     generation_tokens_per_s: float = 0.0  # output tokens / generation_s: the engines' throughput
+    replicas: dict = dataclasses.field(default_factory=dict)  # replica -> {"rows", "output_tokens"} this run
+    dead_engines: list = dataclasses.field(default_factory=list)  # replicas whose engine died during the run
 
     def __str__(self) -> str:
         lines = [f"rows: {self.rows} in {self.output} ({self.new_rows} new, {self.skipped} already done)",
@@ -334,10 +527,16 @@ class Summary:
                  f"output tokens: {self.output_tokens} in {self.wall_s:.1f} s = {self.tokens_per_s:.1f} tokens/s (engine start included)",
                  f"engine start {self.engine_start_s:.1f} s, generation {self.generation_s:.1f} s = "
                  f"{self.generation_tokens_per_s:.1f} tokens/s"]
+        if self.replicas:
+            lines.append("per replica: " + ", ".join(f"{k}: {v['rows']} rows / {v['output_tokens']} tokens"
+                                                     for k, v in sorted(self.replicas.items())))
+        if self.dead_engines:
+            lines.append(f"engines died: {self.dead_engines} (their rows were answered by the others)")
         if self.openai_output:
             lines.append(f"OpenAI batch output: {self.openai_output}")
         return "\n".join(lines)
 
+# %% ../nbs/03_batch_inference.ipynb #b679349c
 def read_output(output: str | os.PathLike) -> pd.DataFrame:
     "All result rows in an output folder (Parquet or JSONL parts); unreadable part files (a killed write) are removed."
     output = Path(output)
@@ -421,24 +620,40 @@ def _planned_layout(model, device: str, replicas: int | None, tp: int | None) ->
 
 # %% ../nbs/03_batch_inference.ipynb #5e0c2a7d
 def _progress_loop(counter, total: int, stop: threading.Event, t0: float) -> None:
-    "Driver-side progress bar fed by the engines' counter: rows done / total and output tokens/s."
+    "The driver's display: engines ready k/N while they start, then rows done / total, output tokens/s and each replica's share."
     from tqdm.auto import tqdm
-    bar = tqdm(total=total, unit="row", desc="generating", dynamic_ncols=True)
-    def show():
-        rows, tokens = ray.get(counter.get.remote())
-        bar.n = rows
-        bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9):.0f} tok/s", refresh=False)
+    s = ray.get(counter.get.remote())
+    n = len(s["ready_at"])
+    bar = tqdm(total=n, desc="starting engines", dynamic_ncols=True, bar_format="{desc}: {n}/{total} ready [{elapsed}]")
+    starting = True
+    def show(final: bool = False):
+        nonlocal bar, starting
+        s = ray.get(counter.get.remote())
+        ready = [t for t in s["ready_at"] if t is not None]
+        if starting:
+            bar.n = len(ready)
+            bar.refresh()
+            if len(ready) < n and not sum(s["rows"]) and not final:
+                return
+            bar.close()
+            bar, starting = tqdm(total=total, desc="generating", unit="row", dynamic_ncols=True), False
+        done, end = sum(s["rows"]), (s["last_done"] if final and s["last_done"] else time.time())
+        shares = " ".join(f"r{i} {r / max(done, 1):.0%}" + (" dead" if i in s["dead"] else "")
+                          for i, r in enumerate(s["rows"]))
+        bar.n = done
+        bar.set_postfix_str(f"{sum(s['tokens']) / max(end - min(ready, default=t0), 1e-9):.0f} tok/s | {shares}",
+                            refresh=False)
         bar.refresh()
     try:
         while not stop.wait(0.5):
             show()
-        show()  # the final count: a short job may finish between two looks
+        show(final=True)  # the final count: a short job may finish between two looks
     finally:
         bar.close()
 
 @contextlib.contextmanager
 def _quiet_ray_data(quiet: bool = True):
-    "While it lasts (when `quiet`): no Ray Data progress log or INFO lines; our own bar and summary tell the story."
+    "While it lasts (when `quiet`): no Ray Data progress log or INFO lines; our own display and summary tell the story."
     if not quiet:
         yield
         return
@@ -452,28 +667,53 @@ def _quiet_ray_data(quiet: bool = True):
         ctx.enable_progress_bars = saved[0]
         log.setLevel(saved[1])
 
+# %% ../nbs/03_batch_inference.ipynb #91051978
+def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dict | None, t0: float, t_engines: float,
+               output: Path) -> Summary:
+    "The `Summary` of a run from the output folder's rows and what the engines reported."
+    new = final[final["id"].isin(set(todo["id"]))]
+    errors, tokens, wall = final["error"].dropna(), int(new["output_tokens"].sum()) if len(new) else 0, time.time() - t0
+    ready = [t for t in (stats or {}).get("ready_at", []) if t is not None]
+    start_s = max(ready) - t_engines if ready else 0.0
+    gen_s = stats["last_done"] - max(ready) if ready and stats.get("last_done") else 0.0
+    per = new[new["replica"] >= 0].groupby("replica")["output_tokens"].agg(["size", "sum"]) if "replica" in new else []
+    return Summary(
+        rows=len(final), new_rows=len(new), skipped=skipped, failed=int(errors.size),
+        errors=dict(Counter(_error_kind(e) for e in errors)), finish_reasons=dict(Counter(final["finish_reason"].dropna())),
+        output_tokens=tokens, wall_s=wall, tokens_per_s=tokens / max(wall, 1e-9), output=str(output),
+        engine_start_s=start_s, generation_s=gen_s, generation_tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0,
+        replicas={int(r): dict(rows=int(v["size"]), output_tokens=int(v["sum"])) for r, v in per.iterrows()} if len(per) else {},
+        dead_engines=list((stats or {}).get("dead", [])))
+
+def _say(msg: str, show: bool) -> None:
+    if show:
+        print(msg, file=sys.stderr, flush=True)
+
 def run_batch(
     input: str | os.PathLike,  # JSONL, Parquet or CSV: `messages`, `prompt`, or OpenAI Batch API requests
     output: str | os.PathLike,  # output folder; re-running with the same folder resumes (skips ids already there)
     model: str | None = None,  # model name or path; None: the embedded tiny model
     tensor_parallel_size: int | None = None,  # devices per engine (one STRICT_PACK group each); None: planned
     replicas: int | None = None,  # engines (data parallelism); devices = replicas x TP; None: planned (GPU) or 1
-    sampling: dict | None = None,  # SamplingParams fields; default max_tokens=256, temperature=0
-    batch_size: int = 256,  # rows per LLM.chat call: large, so continuous batching stays busy
+    sampling: dict | None = None,  # SamplingParams fields; default max_tokens=256, temperature=0; a row's own win
+    batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine: small, so the engines stay balanced
+    rows_in_flight: int | None = None,  # rows each engine holds at once; None: twice its max_num_seqs
     address: str | None = None,  # an existing Ray cluster ("auto", "ray://..."); None: a private local one
     device: str = "auto",  # "gpu", "cpu" or "auto"
     output_format: str = "parquet",  # "parquet" or "jsonl"
-    engine_kwargs: dict | None = None,  # extra vllm.LLM arguments (max_model_len, load_format, ...)
-    progress: bool = True,  # show a live progress bar
+    engine_kwargs: dict | None = None,  # more vLLM engine arguments (max_model_len, load_format, max_num_seqs, ...)
+    progress: bool = True,  # show engine start, then rows, tokens/s and each replica's share
     summary_plot: str | os.PathLike | None = None,  # write a PNG: finish_reason counts + output length histogram
-    verbose: bool = False,  # also show Ray's and vLLM's own logs (default: only the progress bar and summary)
+    verbose: bool = False,  # also show Ray's and vLLM's own logs (default: only the progress display and summary)
+    engine_cls: type | None = None,  # the engine actor class; None: `EngineActor` (`EchoEngine` for drills)
 ) -> Summary:
-    "Run every request of `input` through `replicas` vLLM engines of `tensor_parallel_size` devices and write results."
-    t0 = time.time()
+    "Answer every request of `input` with `replicas` vLLM engines of `tensor_parallel_size` devices each; write the results to `output`."
+    t0 = t_engines = time.time()
     if output_format not in ("parquet", "jsonl"):
         raise ValueError(f"output_format must be 'parquet' or 'jsonl', got {output_format!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
+    if rows_in_flight is not None:
+        check_positive_int(rows_in_flight, "rows_in_flight")
     sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
     from vllm import SamplingParams
     try:
@@ -484,78 +724,46 @@ def run_batch(
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     done = read_output(output)
-    done_ids = set(done["id"].astype(str)) if len(done) else set()
-    todo = requests[~requests["id"].isin(done_ids)].reset_index(drop=True)
+    todo = requests[~requests["id"].isin(set(done["id"].astype(str)))].reset_index(drop=True)
     device = detect_device() if device == "auto" else device
     if device != "gpu":  # the planner is for GPUs; on CPU an unset layout is 1 x 1
         replicas, tensor_parallel_size = replicas or 1, tensor_parallel_size or 1
-    model_name = str(model) if model is not None else "tiny-chat"
-    started_ray = not ray.is_initialized()
-    pgs, counter, times, t_engines = [], None, (None, None), time.time()
-    try:
+    model_name, stats = str(model) if model is not None else "tiny-chat", None
+    with contextlib.ExitStack() as stack:
         if len(todo):
-            if started_ray:
+            if model is None and engine_cls is None:
+                _say("preparing the embedded tiny model (built once per machine, about a minute)", progress)
+                model = resolve_model(model)
+            if not ray.is_initialized():
                 n_cpus = replicas * tensor_parallel_size + 2 if device == "cpu" else None  # logical: ranks + I/O
                 init_ray(address, num_cpus=n_cpus, log_to_driver=verbose,  # engines log a lot: hidden unless asked
                          logging_level=logging.INFO if verbose else logging.ERROR)
+                stack.callback(ray.shutdown)
             if replicas is None or tensor_parallel_size is None:
                 replicas, tensor_parallel_size = _planned_layout(model, device, replicas, tensor_parallel_size)
             check_resources(replicas, tensor_parallel_size, device)
-            pgs = [tp_placement_group(tensor_parallel_size, device, timeout_s=120, name=f"rvt-engine-{i}")
-                   for i in range(replicas)]
-            handed = iter(range(10**9))
-
-            def remote_args() -> dict:  # each new actor gets the next engine's placement group
-                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-                pg = pgs[next(handed) % len(pgs)]
-                return dict(scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True))
-
-            with _quiet_ray_data(not verbose):
-                counter = ProgressCounter.remote()
-                t_engines = time.time()
-                blocks = [todo.iloc[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-                ds = ray.data.from_pandas(blocks)
-                gpus = 1 if device == "gpu" and tensor_parallel_size == 1 else 0  # TP>1: the ranks take the GPUs
-                with warnings.catch_warnings():  # Ray 2.60 marks ray_remote_args_fn deprecated (gone in 2.64): see pyproject
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    results = ds.map_batches(
-                        LLMPredictor, batch_size=batch_size, batch_format="pandas", concurrency=replicas,
-                        fn_constructor_kwargs=dict(model=model, tensor_parallel_size=tensor_parallel_size, device=device,
-                                                   sampling=sampling, engine_kwargs=engine_kwargs or {}, progress=counter),
-                        num_cpus=1, num_gpus=gpus, ray_remote_args_fn=remote_args)
-                stop = threading.Event()
+            counter, stop = ProgressCounter.remote(replicas), threading.Event()
+            if progress:
                 bar = threading.Thread(target=_progress_loop, args=(counter, len(todo), stop, t0), daemon=True)
-                if progress:
-                    bar.start()
+                bar.start()
+                stack.callback(bar.join, 10)
+            stack.callback(stop.set)
+            t_engines = time.time()
+            engines = stack.enter_context(engines_scope(replicas, tensor_parallel_size, device, model, sampling,
+                                                        engine_kwargs, counter, engine_cls or EngineActor))
+            sizes = start_engines(engines)
+            with _quiet_ray_data(not verbose):
+                results = answer(todo, engines, sizes, batch_size, rows_in_flight, counter)
                 try:
-                    if output_format == "parquet":
-                        results.write_parquet(str(output))
-                    else:
-                        results.write_json(str(output))
-                finally:
-                    stop.set()
-                    if progress:
-                        bar.join(timeout=10)
-            times = ray.get(counter.times.remote())
-    finally:
-        for pg in pgs:
-            ray.util.remove_placement_group(pg)
-        if started_ray and ray.is_initialized():
-            ray.shutdown()
+                    (results.write_parquet if output_format == "parquet" else results.write_json)(str(output))
+                except Exception as e:  # Ray Data wraps what the dispatcher raised
+                    if "EnginesDied" not in f"{type(e).__name__} {e}":
+                        raise
+                    raise EnginesDied(f"every engine died; the rows answered so far are in {output}: "
+                                      "re-run the same command to resume") from None
+            stats = ray.get(counter.get.remote())
     final = read_output(output)
-    new = final[final["id"].isin(set(todo["id"]))]
-    errors = final["error"].dropna()
-    gen_tokens = int(new["output_tokens"].sum()) if len(new) else 0
-    engine_start_s = (times[0] - t_engines) if times[0] else 0.0
-    generation_s = (times[1] - times[0]) if times[0] and times[1] else 0.0
-    summary = Summary(
-        rows=len(final), new_rows=len(new), skipped=len(requests) - len(todo), failed=int(errors.size),
-        errors=dict(Counter(_error_kind(e) for e in errors)), finish_reasons=dict(Counter(final["finish_reason"].dropna())),
-        output_tokens=int(new["output_tokens"].sum()) if len(new) else 0, wall_s=time.time() - t0,
-        tokens_per_s=(int(new["output_tokens"].sum()) if len(new) else 0) / max(time.time() - t0, 1e-9),
-        output=str(output), engine_start_s=engine_start_s, generation_s=generation_s,
-        generation_tokens_per_s=gen_tokens / generation_s if generation_s > 0 else 0.0)
+    summary = _summarize(final, todo, len(requests) - len(todo), stats, t0, t_engines, output)
     if kind == "openai":
         summary.openai_output = str(write_openai_output(final, output / "openai_batch_output.jsonl", model_name))
     if summary_plot:
@@ -574,6 +782,35 @@ def plot_summary(results: pd.DataFrame, path: str | os.PathLike | None = None):
     ok = results[results["error"].isna()]
     b.hist(ok["output_tokens"], bins=30, color="C1")
     b.set_title("output length"); b.set_xlabel("output tokens"); b.set_ylabel("rows")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+# %% ../nbs/03_batch_inference.ipynb #a56df1e7
+def running_over_time(results: pd.DataFrame, step_s: float = 0.05) -> pd.DataFrame:
+    "Requests running on each replica over time (from `started_at`/`finished_at`): one column per replica, indexed by seconds since the first start."
+    ok = results.dropna(subset=["started_at", "finished_at"])
+    t0 = ok["started_at"].min()
+    grid = pd.Index(pd.RangeIndex(0, int((ok["finished_at"].max() - t0) / step_s) + 2) * step_s, name="s")
+    cols = {}
+    for r, g in ok.groupby("replica"):
+        s, f = (g["started_at"] - t0).to_numpy(), (g["finished_at"] - t0).to_numpy()
+        cols[f"replica {r}"] = [int(((s <= t) & (f > t)).sum()) for t in grid]
+    return pd.DataFrame(cols, index=grid)
+
+def plot_timeline(runs: dict[str, pd.DataFrame], path: str | os.PathLike | None = None):
+    "One panel per run (`{title: results}`): requests running on each engine over time; saved to `path` if given."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(9, 2.4 * len(runs)))
+    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (title, res) in zip(axes, runs.items()):
+        df = running_over_time(res)
+        for c in df:
+            ax.step(df.index, df[c], where="post", label=c)
+        ax.set_title(title, fontsize=10); ax.set_ylabel("requests running")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("seconds since the first request started")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=100)
