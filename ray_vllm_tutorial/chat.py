@@ -12,10 +12,48 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from .cluster import check_positive_int
 from .models import resolve_model
 
 # %% auto #0
-__all__ = ['detect_device', 'load_model_config', 'check_tensor_parallel', 'engine_kwargs', 'make_llm', 'parse_outputs']
+__all__ = ['tp_problems', 'check_tensor_parallel', 'detect_device', 'load_model_config', 'engine_kwargs', 'make_llm',
+           'parse_outputs']
+
+# %% ../nbs/01_vllm_chat.ipynb #5a7eb34f
+def tp_problems(
+    tp: int,  # tensor-parallel size, a positive int
+    config: dict,  # the model's config.json: num_attention_heads, num_key_value_heads, intermediate_size (absent: not checked)
+) -> list[str]:
+    "What `tp` breaks when it shards this model, one phrase per broken rule; an empty list when `tp` is valid."
+    heads = config.get("num_attention_heads")
+    kv, ff = config.get("num_key_value_heads") or heads, config.get("intermediate_size")
+    # the vocabulary needs no rule: vLLM pads the embedding to a multiple of 64 x TP
+    broken = []
+    if heads and heads % tp:
+        broken.append(f"does not divide the {heads} attention heads")
+    if kv and kv % tp and tp % kv:
+        broken.append(f"neither divides the {kv} KV heads nor is a multiple of them")
+    if ff and ff % tp:
+        broken.append(f"does not divide the MLP width {ff}")
+    return broken
+
+def check_tensor_parallel(
+    tp: int,  # tensor_parallel_size asked for
+    device: str,  # "gpu" or "cpu": names the unit in the message
+    config: dict | None = None,  # the model's config.json as a dict; None: shapes unknown, not checked
+    devices: int | None = None,  # GPUs or CPU cores available to the engine; None: not checked
+) -> int:
+    "Return `tp` if it is a positive int that shards the model (`tp_problems`) and fits `devices`; else raise `ValueError`."
+    tp = check_positive_int(tp, "tensor_parallel_size")
+    broken = tp_problems(tp, config) if config else []
+    if broken:
+        top = config.get("num_attention_heads") or config.get("intermediate_size") or tp
+        ok = [k for k in range(1, top + 1) if not tp_problems(k, config)]
+        raise ValueError(f"tensor_parallel_size={tp} cannot shard this model: it {'; it '.join(broken)}. Choose one of {ok}")
+    if devices is not None and tp > devices:
+        unit = "GPUs" if device == "gpu" else "CPU cores"
+        raise ValueError(f"tensor_parallel_size={tp} needs {tp} {unit}, but only {devices} are available")
+    return tp
 
 # %% ../nbs/01_vllm_chat.ipynb #1b28a5b0
 def detect_device() -> Literal["gpu", "cpu"]:
@@ -36,20 +74,6 @@ def load_model_config(model: str) -> dict | None:
         return AutoConfig.from_pretrained(model).to_dict()
     except Exception:
         return None
-
-def check_tensor_parallel(tp: int, device: str, config: dict | None = None, devices: int | None = None) -> None:
-    "Raise ValueError when `tp` cannot work: not a positive int, more than `devices`, or not dividing the heads."
-    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
-        raise ValueError(f"tensor_parallel_size must be a positive integer, got {tp!r}")
-    if config:
-        heads = config.get("num_attention_heads")
-        if heads and heads % tp:
-            ok = [k for k in range(1, heads + 1) if heads % k == 0]
-            raise ValueError(f"tensor_parallel_size={tp} does not divide the model's {heads} attention heads; "
-                             f"choose one of {ok}")
-    if devices is not None and tp > devices:
-        unit = "GPUs" if device == "gpu" else "CPU cores"
-        raise ValueError(f"tensor_parallel_size={tp} needs {tp} {unit}, but only {devices} are available")
 
 def _cpu_thread_binding(tp: int) -> str:
     "VLLM_CPU_OMP_THREADS_BIND value giving each of `tp` ranks its own slice of this process's cores."

@@ -8,6 +8,7 @@ Docs: https://ray-vllm-tutorial.github.io/ray_vllm_tutorial/ray_core.html.md"""
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import time
 from typing import Iterator, Literal
@@ -17,8 +18,8 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 # %% auto #0
-__all__ = ['Device', 'init_ray', 'local_cluster', 'tp_bundles', 'tp_placement_group', 'placement_group_scope', 'placement_groups',
-           'draw_cluster', 'demo', 'demo_cli']
+__all__ = ['Device', 'init_ray', 'local_cluster', 'check_positive_int', 'tp_bundles', 'tp_placement_group',
+           'placement_group_scope', 'placement_groups', 'draw_cluster', 'demo', 'demo_cli']
 
 # %% ../nbs/00_ray_core.ipynb #f25812dd
 def init_ray(
@@ -93,6 +94,16 @@ def local_cluster(
         except subprocess.TimeoutExpired:
             proc.kill()
 
+# %% ../nbs/00_ray_core.ipynb #7cc9e824
+def check_positive_int(
+    value,  # the count to check: a whole number >= 1 (Python int or numpy integer; not a bool)
+    name: str,  # the argument's name, shown in the message
+) -> int:
+    "Return `value` as an `int` if it is a whole number >= 1, else raise `ValueError` naming `name` and the value."
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
 # %% ../nbs/00_ray_core.ipynb #6c2b3d3f
 Device = Literal["gpu", "cpu"]
 
@@ -101,8 +112,7 @@ def tp_bundles(
     device: Device = "gpu",  # "gpu": {"GPU": 1, "CPU": 1} per rank; "cpu": {"CPU": 1} per rank
 ) -> list[dict]:
     "The placement-group bundles for one engine of `tp` ranks on `device`."
-    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
-        raise ValueError(f"tensor-parallel size must be a positive integer, got {tp!r}")
+    check_positive_int(tp, "tensor_parallel_size")
     if device not in ("gpu", "cpu"):
         raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
     bundle = {"GPU": 1, "CPU": 1} if device == "gpu" else {"CPU": 1}

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
+from typing import Sequence
+
+from .chat import tp_problems
+from .cluster import check_positive_int
 
 # %% auto #0
 __all__ = ['REQUIRED', 'draw_decoder_layer', 'shipped_configs', 'load_config', 'valid_tp_sizes', 'param_count', 'memory_per_gpu',
-           'vllm_startup_memory', 'dummy_model', 'plan']
+           'vllm_startup_memory', 'dummy_model', 'engines_that_fit', 'NothingFitsError', 'plan']
 
 # %% ../nbs/02b_tp_in_vllm.ipynb #432d7ce3
 def draw_decoder_layer(tp: int = 2):
@@ -69,13 +74,13 @@ def load_config(config: str | Path | dict) -> dict:
         raise ValueError(f"config lacks {missing}: the planner needs {list(REQUIRED)}")
     return cfg
 
-def valid_tp_sizes(config: str | Path | dict, max_tp: int = 64) -> list[int]:
-    "TP sizes the model allows: dividing the attention heads and the MLP width; KV heads divide TP or TP divides them."
+def valid_tp_sizes(
+    config: str | Path | dict,  # shipped name, config.json path, model folder or dict
+    max_tp: int = 64,  # largest size to consider
+) -> list[int]:
+    "TP sizes the model allows, by the package's one rule `chat.tp_problems` (heads, KV heads, MLP width)."
     cfg = load_config(config)
-    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
-    # the vocabulary needs no check: vLLM pads the embedding to a multiple of 64 x TP
-    return [tp for tp in range(1, min(heads, max_tp) + 1)
-            if heads % tp == 0 and (kv % tp == 0 or tp % kv == 0) and cfg["intermediate_size"] % tp == 0]
+    return [tp for tp in range(1, min(cfg["num_attention_heads"], max_tp) + 1) if not tp_problems(tp, cfg)]
 
 def param_count(config: str | Path | dict) -> int:
     "Parameters of a Qwen2/Llama-style decoder model from its config (biases of Qwen2's qkv included)."
@@ -135,30 +140,77 @@ def dummy_model(name: str, path: str | os.PathLike) -> Path:
     (path / "config.json").write_text(json.dumps(cfg, indent=1))
     return path
 
+# %% ../nbs/02b_tp_in_vllm.ipynb #77773af4
+def _nodes(gpus_per_node: int | Sequence[float], n_gpus: int | None = None) -> list:
+    "One GPU count per node: the list given, or `n_gpus` cut into nodes of `gpus_per_node` (the last may hold fewer)."
+    if isinstance(gpus_per_node, numbers.Integral) and not isinstance(gpus_per_node, bool):
+        per = check_positive_int(gpus_per_node, "gpus_per_node")
+        if n_gpus is None:
+            raise ValueError(f"n_gpus is needed with gpus_per_node={per}: how many GPUs in all?")
+        n = check_positive_int(n_gpus, "n_gpus")
+        return [per] * (n // per) + ([n % per] if n % per else [])
+    if (isinstance(gpus_per_node, (str, bytes)) or not isinstance(gpus_per_node, Sequence) or not gpus_per_node
+            or any(isinstance(g, bool) or not isinstance(g, numbers.Real) or g < 0 for g in gpus_per_node)):
+        raise ValueError(f"gpus_per_node must be a positive int or a non-empty list of GPU counts >= 0 (one per node), "
+                         f"got {gpus_per_node!r}")
+    nodes = [int(g) if float(g).is_integer() else g for g in gpus_per_node]
+    if n_gpus is not None and n_gpus != sum(nodes):
+        raise ValueError(f"n_gpus={n_gpus!r} but the nodes {nodes} hold {sum(nodes):g} GPUs: give the node list alone")
+    return nodes
+
+def engines_that_fit(
+    gpus_per_node: int | Sequence[float],  # one GPU count per node ([8, 8, 4]; Ray's floats are fine), or GPUs on every node
+    tp: int,  # GPUs per engine (tensor_parallel_size); they must share one node
+    n_gpus: int | None = None,  # GPUs in all: needed with an int `gpus_per_node`; with a list, must equal its sum
+) -> int:
+    "How many engines of `tp` GPUs fit when no engine may span nodes (STRICT_PACK): the sum over nodes of GPUs // tp."
+    tp = check_positive_int(tp, "tensor_parallel_size")
+    return sum(int(g // tp) for g in _nodes(gpus_per_node, n_gpus))
+
 # %% ../nbs/02b_tp_in_vllm.ipynb #04f566bd
-def plan(config: str | Path | dict, n_gpus: int, gpus_per_node: int, gpu_memory_gb: float, dtype_bytes: int = 2,
-         max_model_len: int = 4096, max_num_seqs: int = 64, utilization: float = 0.9) -> dict:
-    "The smallest valid TP whose per-GPU memory fits, TP within one node, DP = GPUs // TP; with a short explanation."
+class NothingFitsError(ValueError):
+    "No TP size the model allows fits one node's GPUs within the memory budget."
+
+def plan(
+    config: str | Path | dict,  # shipped name, config.json path, model folder or dict
+    n_gpus: int | None = None,  # GPUs in all; may be left out when `gpus_per_node` is a list
+    gpus_per_node: int | Sequence[float] | None = None,  # GPUs on every node, or one count per node ([8, 8, 4])
+    gpu_memory_gb: float | None = None,  # memory of one GPU, GiB (required: there is no default guess)
+    dtype_bytes: int = 2,  # bytes per weight and KV value (bf16: 2)
+    max_model_len: int = 4096,  # tokens of the longest sequence an engine must hold
+    max_num_seqs: int = 64,  # sequences an engine runs at once, each with a full KV cache
+    utilization: float = 0.9,  # share of each GPU's memory vLLM may use
+) -> dict:
+    "The smallest valid TP whose per-GPU memory fits, within one node; replicas = engines that fit node by node."
     cfg = load_config(config)
-    if n_gpus < 1 or gpus_per_node < 1 or gpu_memory_gb <= 0:
-        raise ValueError(f"need n_gpus >= 1, gpus_per_node >= 1, gpu_memory_gb > 0; got {n_gpus}, {gpus_per_node}, {gpu_memory_gb}")
+    if gpus_per_node is None:
+        raise ValueError("gpus_per_node is required: GPUs on every node, or a list with one count per node")
+    nodes = _nodes(gpus_per_node, n_gpus)
+    if isinstance(gpu_memory_gb, bool) or not isinstance(gpu_memory_gb, numbers.Real) or gpu_memory_gb <= 0:
+        raise ValueError(f"gpu_memory_gb must be the memory of one GPU in GiB (> 0), got {gpu_memory_gb!r}")
+    biggest, total = max(nodes), sum(nodes)
+    if biggest < 1:
+        raise ValueError(f"no node has a whole GPU: {nodes}")
     budget = gpu_memory_gb * utilization
     tried = []
     for tp in valid_tp_sizes(cfg):
-        if tp > min(gpus_per_node, n_gpus):
+        if tp > biggest:
             break
         mem = memory_per_gpu(cfg, tp, dtype_bytes, max_model_len, max_num_seqs)
         tried.append((tp, round(mem["total"], 1)))
         if mem["total"] <= budget:
-            dp = n_gpus // tp
+            dp = engines_that_fit(nodes, tp)
+            idle = total - dp * tp
+            where = (f"the {total:g} GPUs of one node hold" if len(nodes) == 1 else
+                     f"nodes of {nodes} GPUs hold {' + '.join(str(int(g // tp)) for g in nodes)} =")
             why = (f"TP={tp} is the smallest size the model allows ({valid_tp_sizes(cfg)}) whose share fits: "
                    f"{mem['weights']:.1f} GiB weights + {mem['kv_cache']:.1f} GiB KV cache ({max_num_seqs} sequences x "
                    f"{max_model_len} tokens) + {mem['activations']:.1f} GiB margin = {mem['total']:.1f} GiB of "
-                   f"{budget:.1f} usable per GPU. Each engine stays on one node ({gpus_per_node} GPUs), and the "
-                   f"{n_gpus} GPUs hold {dp} such engines (DP={dp})"
-                   + (f", leaving {n_gpus - dp * tp} idle." if n_gpus % tp else ".")
+                   f"{budget:.1f} usable per GPU. Each engine stays on one node: {where} {dp} such engines (DP={dp})"
+                   + (f", leaving {idle:g} GPUs idle." if idle else ".")
                    + (" A smaller TP means fewer all-reduces per token and more independent replicas." if tp > 1 else ""))
             return dict(tensor_parallel_size=tp, replicas=dp, memory_per_gpu_gb=round(mem["total"], 2), explanation=why)
-    raise ValueError(f"nothing fits: per-GPU GiB by TP {tried} vs {budget:.1f} usable ({gpu_memory_gb} GiB x {utilization}); "
-                     f"TP may not exceed {min(gpus_per_node, n_gpus)} GPUs of one node. Lower max_model_len/max_num_seqs, "
-                     f"use a smaller dtype, or bigger GPUs.")
+    raise NothingFitsError(
+        f"nothing fits: per-GPU GiB by TP {tried} vs {budget:.1f} usable ({gpu_memory_gb} GiB x {utilization}); "
+        f"TP may not exceed {biggest:g} GPUs of one node. Lower max_model_len/max_num_seqs, use a smaller dtype, "
+        f"or bigger GPUs.")

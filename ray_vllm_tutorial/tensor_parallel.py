@@ -14,15 +14,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cluster import check_positive_int
+
 # %% auto #0
-__all__ = ['shard_columns', 'shard_rows', 'draw_sharding', 'ColumnParallelLinear', 'RowParallelLinear', 'TensorParallelMLP',
-           'mlp_weights', 'reference_mlp', 'free_port', 'TPWorker', 'start_tp_workers', 'allreduce_bytes_per_rank',
-           'tp_forward_bytes_per_rank']
+__all__ = ['shard_columns', 'shard_rows', 'draw_sharding', 'NoProcessGroupError', 'ColumnParallelLinear', 'RowParallelLinear',
+           'TensorParallelMLP', 'mlp_weights', 'reference_mlp', 'free_port', 'TPWorker', 'start_tp_workers',
+           'allreduce_bytes_per_rank', 'tp_forward_bytes_per_rank']
 
 # %% ../nbs/02_tensor_parallel.ipynb #d32a28d5
 def _check_split(size: int, k: int, what: str) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"world size must be a positive integer, got {k!r}")
+    "Raise `ValueError` unless `k` is a positive int that splits `size` (a dimension called `what`) evenly."
+    check_positive_int(k, "world_size")
     if size % k:
         raise ValueError(f"{what} of size {size} cannot be split evenly into {k} shards")
 
@@ -102,8 +104,15 @@ def draw_sharding(kind: str = "column", k: int = 2):
     return fig
 
 # %% ../nbs/02_tensor_parallel.ipynb #ddb7dd17
-def _dist_ready(world_size: int) -> bool:
-    return world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+class NoProcessGroupError(RuntimeError):
+    "A layer was asked for a collective (all-gather, all-reduce) over world_size > 1 but no process group is running."
+
+def _require_group(layer: str, flag: str, collective: str, world_size: int, alternative: str) -> None:
+    "Raise `NoProcessGroupError` unless a torch.distributed group is running for this collective."
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise NoProcessGroupError(
+            f"{layer}({flag}=True) with world_size={world_size} must {collective}, but no torch.distributed process "
+            f"group is initialized: start one on every rank (see TPWorker), or pass {flag}=False and {alternative}")
 
 def _full_weight(weight: torch.Tensor | None, in_features: int, out_features: int, world_size: int, rank: int) -> torch.Tensor:
     "Check `rank` and the full (in, out) weight a parallel layer takes its shard from; random when None."
@@ -116,8 +125,14 @@ def _full_weight(weight: torch.Tensor | None, in_features: int, out_features: in
 
 class ColumnParallelLinear(nn.Module):
     "Y_i = X @ W[:, block i] + b[block i]; with `gather_output` the blocks are all-gathered into Y."
-    def __init__(self, in_features: int, out_features: int, world_size: int = 1, rank: int = 0,
-                 gather_output: bool = False, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
+    def __init__(self,
+                 in_features: int,  # X's width
+                 out_features: int,  # Y's full width; each rank computes out_features / world_size of it
+                 world_size: int = 1,  # ranks sharing the layer
+                 rank: int = 0,  # this rank, in [0, world_size)
+                 gather_output: bool = False,  # all-gather the slices into the full Y (needs a process group)
+                 weight: torch.Tensor | None = None,  # the full (in, out) weight to take this rank's block from; None: random
+                 bias: torch.Tensor | None = None):  # the full bias (out,); each rank keeps its block
         super().__init__()
         _check_split(out_features, world_size, "output dimension")
         weight = _full_weight(weight, in_features, out_features, world_size, rank)
@@ -130,18 +145,24 @@ class ColumnParallelLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         if self.gather_output and self.world_size > 1:
-            if not _dist_ready(self.world_size):
-                raise RuntimeError("gather_output=True with world_size > 1 needs an initialized torch.distributed group")
+            _require_group("ColumnParallelLinear", "gather_output", "all-gather its slice of Y", self.world_size,
+                           "concatenate the ranks' slices yourself")
             parts = [torch.empty_like(y) for _ in range(self.world_size)]
             torch.distributed.all_gather(parts, y.contiguous())
             y = torch.cat(parts, dim=-1)
         return y
 
 class RowParallelLinear(nn.Module):
-    "Partial Y = X_i @ W[block i, :] (+ bias on rank 0); all-reduced when a torch.distributed group is running."
-    def __init__(self, in_features: int, out_features: int, world_size: int = 1, rank: int = 0,
-                 input_is_parallel: bool = True, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                 reduce_results: bool = True):
+    "Partial Y = X_i @ W[block i, :] (+ bias on rank 0), all-reduced into Y unless `reduce_results=False`."
+    def __init__(self,
+                 in_features: int,  # X's full width; each rank multiplies in_features / world_size of it
+                 out_features: int,  # Y's width (every rank's partial sum has it)
+                 world_size: int = 1,  # ranks sharing the layer
+                 rank: int = 0,  # this rank, in [0, world_size)
+                 input_is_parallel: bool = True,  # X is already this rank's slice; False: take the slice of a full X
+                 weight: torch.Tensor | None = None,  # the full (in, out) weight to take this rank's rows from; None: random
+                 bias: torch.Tensor | None = None,  # the full bias (out,), kept on rank 0 only so the sum counts it once
+                 reduce_results: bool = True):  # all-reduce the partial sums (needs a process group); False: return the partial
         super().__init__()
         _check_split(in_features, world_size, "input dimension")
         weight = _full_weight(weight, in_features, out_features, world_size, rank)
@@ -156,19 +177,28 @@ class RowParallelLinear(nn.Module):
         y = x @ self.weight
         if self.bias is not None:
             y = y + self.bias
-        if self.reduce_results and _dist_ready(self.world_size):
+        if self.reduce_results and self.world_size > 1:
+            _require_group("RowParallelLinear", "reduce_results", "all-reduce its partial sum", self.world_size,
+                           "sum the ranks' partial outputs yourself")
             torch.distributed.all_reduce(y)
         return y
 
 # %% ../nbs/02_tensor_parallel.ipynb #9196f444
 class TensorParallelMLP(nn.Module):
     "gelu(X @ W1 + b1) @ W2 + b2 as column-parallel then row-parallel: one all-reduce per forward."
-    def __init__(self, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-                 world_size: int = 1, rank: int = 0):
+    def __init__(self,
+                 w1: torch.Tensor,  # full up-projection weight (d_model, d_ff), sharded by columns
+                 b1: torch.Tensor,  # full up-projection bias (d_ff,)
+                 w2: torch.Tensor,  # full down-projection weight (d_ff, d_model), sharded by rows
+                 b2: torch.Tensor,  # full down-projection bias (d_model,), kept on rank 0
+                 world_size: int = 1,  # ranks sharing the MLP
+                 rank: int = 0,  # this rank, in [0, world_size)
+                 reduce_results: bool = True):  # all-reduce the output (needs a process group); False: this rank's partial output
         super().__init__()
         d_model, d_ff = w1.shape
         self.up = ColumnParallelLinear(d_model, d_ff, world_size, rank, gather_output=False, weight=w1, bias=b1)
-        self.down = RowParallelLinear(d_ff, d_model, world_size, rank, input_is_parallel=True, weight=w2, bias=b2)
+        self.down = RowParallelLinear(d_ff, d_model, world_size, rank, input_is_parallel=True, weight=w2, bias=b2,
+                                      reduce_results=reduce_results)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.gelu(self.up(x)))
@@ -240,8 +270,7 @@ def start_tp_workers(world_size: int, weights: tuple, threads: int = 1) -> list:
 # %% ../nbs/02_tensor_parallel.ipynb #0de9d610
 def allreduce_bytes_per_rank(numel: int, world_size: int, bytes_per_value: int = 2) -> float:
     "Bytes each rank sends in a ring all-reduce of `numel` values over `world_size` ranks: 2(k-1)/k of the tensor."
-    if world_size < 1:
-        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    check_positive_int(world_size, "world_size")
     return 2 * (world_size - 1) / world_size * numel * bytes_per_value
 
 def tp_forward_bytes_per_rank(tokens: int, d_model: int, layers: int, world_size: int, bytes_per_value: int = 2) -> float:

@@ -1,7 +1,7 @@
 """Tests of ray_vllm_tutorial.chat: argument checks without an engine, parse_outputs on real tiny-model output."""
 import pytest
 
-from ray_vllm_tutorial.chat import check_tensor_parallel, engine_kwargs, make_llm, parse_outputs
+from ray_vllm_tutorial.chat import check_tensor_parallel, engine_kwargs, make_llm, parse_outputs, tp_problems
 
 
 def test_cpu_defaults():
@@ -12,7 +12,10 @@ def test_cpu_defaults():
 
 
 @pytest.mark.parametrize("tp, msg", [(0, "positive integer"), (-2, "positive integer"), (1.0, "positive integer"),
-                                     (3, "does not divide the model's 4 attention heads; choose one of \\[1, 2, 4\\]")])
+                                     (True, "positive integer"),
+                                     (3, "tensor_parallel_size=3 cannot shard this model: it does not divide the 4 attention "
+                                         "heads; it neither divides the 2 KV heads nor is a multiple of them; it does not "
+                                         "divide the MLP width 512. Choose one of \\[1, 2, 4\\]")])
 def test_bad_tp(tp, msg):
     with pytest.raises(ValueError, match=msg):
         engine_kwargs(None, tensor_parallel_size=tp, device="cpu")
@@ -22,6 +25,21 @@ def test_tp_larger_than_devices():
     with pytest.raises(ValueError, match="needs 8 GPUs, but only 2 are available"):
         check_tensor_parallel(8, "gpu", {"num_attention_heads": 8}, devices=2)
     check_tensor_parallel(2, "gpu", {"num_attention_heads": 8}, devices=2)  # fits: no error
+
+
+QWEN_7B = {"num_attention_heads": 28, "num_key_value_heads": 4, "intermediate_size": 18944}
+
+
+def test_tp_rule_has_heads_kv_heads_and_mlp_width():
+    "Issue 12, finding 4: chat's rule checked attention heads only; now it is the planner's full rule."
+    assert [tp for tp in range(1, 29) if not tp_problems(tp, QWEN_7B)] == [1, 2, 4]
+    assert tp_problems(7, QWEN_7B) == ["neither divides the 4 KV heads nor is a multiple of them",
+                                       "does not divide the MLP width 18944"]  # 7 divides the 28 heads
+    with pytest.raises(ValueError, match="tensor_parallel_size=7 cannot shard this model: it neither divides the 4 KV"):
+        check_tensor_parallel(7, "gpu", QWEN_7B)
+    assert tp_problems(16, {"num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336}) == []
+    assert tp_problems(3, {"num_attention_heads": 6}) == []  # fields a config lacks are not checked
+    assert check_tensor_parallel(4, "gpu", QWEN_7B, devices=4) == 4
 
 
 def test_bad_device():
@@ -63,5 +81,6 @@ def test_parse_outputs_n_samples(llm):
 
 def test_prompt_too_long_raises_clearly(llm):
     from vllm import SamplingParams
-    with pytest.raises(Exception, match="(?i)longer than|maximum|max_model_len"):
+    from vllm.exceptions import VLLMValidationError
+    with pytest.raises(VLLMValidationError, match="maximum (context|model) length (is|of) 256"):
         llm.chat([[{"role": "user", "content": "the engine " * 400}]], SamplingParams(max_tokens=4), use_tqdm=False)

@@ -4,8 +4,8 @@ import time
 import pytest
 import ray
 
-from ray_vllm_tutorial.cluster import (init_ray, placement_group_scope, placement_groups, tp_bundles,
-                                       tp_placement_group)
+from ray_vllm_tutorial.cluster import (check_positive_int, init_ray, placement_group_scope, placement_groups,
+                                       tp_bundles, tp_placement_group)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,15 @@ def test_bundle_shapes(tp):
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", None, True])
 def test_bad_tp(bad):
-    with pytest.raises(ValueError, match="tensor-parallel size must be a positive integer"):
+    with pytest.raises(ValueError, match="tensor_parallel_size must be a positive integer"):
         tp_bundles(bad)
+    with pytest.raises(ValueError, match=f"replicas must be a positive integer, got {bad!r}"):
+        check_positive_int(bad, "replicas")
+
+
+def test_check_positive_int_accepts_numpy():
+    import numpy as np
+    assert check_positive_int(np.int32(4), "tp") == 4 and type(check_positive_int(np.int32(4), "tp")) is int
 
 
 def test_bad_device_and_strategy(local_ray):
