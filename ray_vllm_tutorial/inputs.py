@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -174,10 +175,12 @@ def _typed(value: Any, # a field's value as the input gave it
         raise ValueError(f"must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}, got {value!r}")
     return value
 
-# %% ../nbs/03a_inputs.ipynb #0b4dc5ee
-def _vllm_rejects(fields: dict) -> str | None:
-    "None when vLLM's `SamplingParams` accepts `fields`, else its reason as a row error (`bad max_tokens: ...`)."
+# %% ../nbs/03a_inputs.ipynb #7c3e4536
+@functools.lru_cache(maxsize=4096)  # rows mostly repeat a few settings: each is checked once
+def _vllm_rejects_json(fields_json: str) -> str | None:
+    "None when vLLM's `SamplingParams` accepts these fields (JSON), else its reason as a row error (`bad max_tokens: ...`)."
     from vllm import SamplingParams  # lazy: only a job with per-row fields pays for importing vLLM here
+    fields = json.loads(fields_json)
     try:
         SamplingParams(**fields)
     except Exception as e:  # vLLM raises ValueError, TypeError or its own VLLMValidationError
@@ -201,7 +204,7 @@ def _row_sampling_fields(given: dict, # field -> value as the row gave it (None/
             return None, f"bad {k}: {e}"
     if not out:
         return None, None
-    err = _vllm_rejects(out)
+    err = _vllm_rejects_json(json.dumps(out, sort_keys=True))
     return (None, err) if err else (out, None)
 
 # %% ../nbs/03a_inputs.ipynb #49aa2144
