@@ -29,186 +29,31 @@ import pyarrow.parquet as pq
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from .cluster import init_ray, tp_placement_group
+from .cluster import check_positive_int, init_ray, tp_placement_group
 from .chat import _cpu_thread_binding, detect_device, engine_kwargs as vllm_engine_kwargs, parse_outputs
+from .inputs import InputError, normalize_requests, read_table, row_sampling
 from .models import resolve_model
+from .planner import engines_that_fit
+from .outputs import (_error_kind, claim_output, input_fingerprint, part_filename_provider, quarantined,
+                                      read_output, write_openai_output)
 
-VALID_ROLES = {"system", "user", "assistant", "tool"}
-RESULT_COLUMNS = ["id", "generated_text", "finish_reason", "prompt_tokens", "output_tokens", "error"]
 # what an engine adds to each row: sample 0, every sample (n > 1), token counts, error, when it ran
 ANSWER_COLUMNS = ["generated_text", "finish_reason", "generated_texts", "finish_reasons", "prompt_tokens",
                   "output_tokens", "error", "started_at", "finished_at"]
 DEFAULT_SAMPLING = dict(max_tokens=256, temperature=0.0)
 DEFAULT_BATCH_SIZE = 32  # rows per hand-off to an engine: small, so the dispatcher can balance the engines
 PLACEMENT_TIMEOUT_S = 120  # how long an engine's placement group may take to be placed
+MAX_NUM_SEQS_HINT = 1024  # the most sequences vLLM schedules by default (an H100): sizes the queue before engines say
 ENGINE_START_TIMEOUT_S = 1800  # how long the engines may take to start (a first torch.compile on a GPU takes minutes)
 
 # %% auto #0
-__all__ = ['VALID_ROLES', 'RESULT_COLUMNS', 'ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'PLACEMENT_TIMEOUT_S',
-           'ENGINE_START_TIMEOUT_S', 'check_positive_int', 'row_sampling', 'InputError', 'read_table',
-           'normalize_requests', 'ProgressCounter', 'EngineActor', 'EchoEngine', 'EnginesDied', 'Dispatcher',
-           'engines_scope', 'start_engines', 'answer', 'check_resources', 'Summary', 'read_output',
-           'write_openai_output', 'cluster_gpus', 'plan_for', 'run_batch', 'plot_summary', 'running_over_time',
-           'plot_timeline', 'sample_prompts_path', 'build_parser', 'main']
+__all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'PLACEMENT_TIMEOUT_S', 'MAX_NUM_SEQS_HINT',
+           'ENGINE_START_TIMEOUT_S', 'ProgressCounter', 'EngineActor', 'EchoEngine', 'EnginesDied', 'Dispatcher',
+           'engines_scope', 'start_engines', 'answer', 'running_over_time', 'plot_timeline', 'check_resources',
+           'Summary', 'cluster_gpus', 'plan_for', 'run_batch', 'plot_summary', 'sample_prompts_path', 'build_parser',
+           'main']
 
-# %% ../nbs/03_batch_inference.ipynb #5beae4fe
-def check_positive_int(value: Any, name: str) -> None:
-    "TEMP"
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-def row_sampling(defaults: dict, sampling_json: str | None) -> dict:
-    "TEMP"
-    return {**defaults, **(json.loads(sampling_json) if isinstance(sampling_json, str) else {})}
-
-# %% ../nbs/03_batch_inference.ipynb #6a57637b
-class InputError(ValueError):
-    "The input file cannot be used at all (missing, unreadable, or without a usable column): raised before any engine starts."
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    "JSONL -> one row per non-empty line; a line that is not a JSON object becomes a row with `_parse_error`."
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError(f"line {n} is a JSON {type(obj).__name__}, not an object")
-                rows.append(obj)
-            except ValueError as e:
-                rows.append({"_parse_error": f"invalid JSON: line {n} ({e})", "_line": n})
-    return pd.DataFrame(rows)
-
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    "Read a JSONL, Parquet or CSV file (by extension) into a DataFrame; `InputError` if missing or unreadable."
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"input file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".json", ".ndjson"):
-            df = _read_jsonl(path)
-        elif suffix == ".parquet":
-            df = pq.read_table(path).to_pandas()
-        elif suffix == ".csv":
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
-            raise InputError(f"unknown input format {suffix!r} for {path}: use .jsonl, .parquet or .csv")
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"cannot read {path} as {suffix[1:]}: {e}") from e
-    if df.empty:
-        raise InputError(f"{path} holds no rows")
-    return df
-
-# %% ../nbs/03_batch_inference.ipynb #429cb517
-def _validate_messages(messages: Any) -> str | None:
-    "None when `messages` (as `_as_messages` returns it) is a usable conversation, else what is wrong with it."
-    if isinstance(messages, str):  # `_as_messages` left it a string: it was not JSON
-        return "malformed messages: not a list of {role, content} (a string that is not JSON)"
-    if not isinstance(messages, list) or not messages:
-        return "malformed messages: expected a non-empty list of {role, content}"
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            return f"malformed messages: message {i} is not a {{role, content}} object"
-        if m["role"] not in VALID_ROLES:
-            return f"unknown role: {m['role']!r} in message {i} (allowed: {sorted(VALID_ROLES)})"
-        if not isinstance(m["content"], str):
-            return f"malformed messages: content of message {i} is not a string"
-        if not m["content"].strip():
-            return f"empty content: message {i}"
-    return None
-
-def _as_messages(value: Any) -> Any:
-    "Messages as plain Python lists/dicts (JSON strings and Arrow arrays included)."
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, list):
-        return [dict(m) if isinstance(m, dict) else m for m in value]
-    return value
-
-def _jsonable(v: Any) -> Any:
-    if hasattr(v, "tolist"):
-        v = v.tolist()
-    if isinstance(v, float) and v != v:
-        return None
-    return v
-
-def normalize_requests(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    "Canonical request rows (id, messages JSON, per-row sampling, error, input's own columns); and the input kind."
-    cols = set(df.columns) - {"_parse_error", "_line"}
-    if {"custom_id", "body"} <= cols:
-        kind = "openai"
-    elif "messages" in cols:
-        kind = "messages"
-    elif "prompt" in cols:
-        kind = "prompt"
-    else:
-        raise InputError(f"no usable column: need 'messages', 'prompt', or the OpenAI batch fields 'custom_id' and 'body'; "
-                         f"found {sorted(cols)}")
-    parse_err = df["_parse_error"] if "_parse_error" in df else pd.Series([None] * len(df), index=df.index)
-    out = pd.DataFrame(index=df.index)
-    if kind == "openai":
-        ids = [c if isinstance(c, str) and c else None for c in map(_jsonable, df["custom_id"])]
-    elif "id" in df:
-        ids = [None if _jsonable(v) is None or v == "" else str(_jsonable(v)) for v in df["id"]]
-    else:
-        ids = [None] * len(df)
-    out["id"] = [i if i is not None else f"row-{n}" for n, i in enumerate(ids)]
-    dup = out["id"][out["id"].duplicated()].unique().tolist()
-    if dup:
-        raise InputError(f"ids must be unique (resume and the output rely on it); repeated: {dup[:5]}"
-                         + (f" and {len(dup) - 5} more" if len(dup) > 5 else ""))
-    messages, max_tokens, temperature, errors = [], [], [], []
-    for n, (idx, row) in enumerate(df.iterrows()):  # plain loop: per-row checks, each error kept with its row
-        err = parse_err.loc[idx] if isinstance(parse_err.loc[idx], str) else None
-        mt = temp = None
-        if kind == "openai":
-            body = _jsonable(row.get("body"))
-            body = json.loads(body) if isinstance(body, str) else body
-            if err is None and not isinstance(body, dict):
-                err = "malformed OpenAI request: 'body' is not an object"
-                body = {}
-            msgs = _as_messages((body or {}).get("messages"))
-            mt, temp = (body or {}).get("max_tokens") or (body or {}).get("max_completion_tokens"), (body or {}).get("temperature")
-            if err is None and ids[n] is None:
-                err = "malformed OpenAI request: missing custom_id"
-        elif kind == "messages":
-            msgs = _as_messages(row.get("messages"))
-        else:
-            p = _jsonable(row.get("prompt"))
-            msgs = [{"role": "user", "content": p if isinstance(p, str) else ("" if p is None else p)}]
-        if err is None:
-            err = _validate_messages(msgs)
-        if err is None and mt is not None and (not isinstance(mt, int) or mt < 1):
-            err = f"bad max_tokens: must be a positive integer, got {mt!r}"
-        messages.append(json.dumps(msgs if isinstance(msgs, list) else _jsonable(msgs), default=str))
-        max_tokens.append(mt if isinstance(mt, int) else None)
-        temperature.append(float(temp) if isinstance(temp, (int, float)) else None)
-        errors.append(err)
-    out["messages"] = messages
-    out["sampling"] = [json.dumps({k: v for k, v in dict(max_tokens=m, temperature=t).items() if v is not None}) or None
-                       if (m is not None or t is not None) else None for m, t in zip(max_tokens, temperature)]
-    out["error"] = pd.Series(errors, dtype=object)  # object, not pandas' str dtype: missing stays None
-    out["input_row"] = range(len(df))
-    for c in sorted(cols - {"id", "messages", "custom_id"}):  # the input's own columns ride along
-        vals = [_jsonable(v) for v in df[c]]
-        if any(isinstance(v, (dict, list)) for v in vals) or len({type(v) for v in vals if v is not None}) > 1:
-            vals = [None if v is None else json.dumps(v, default=str) for v in vals]
-        out[c if c not in out else f"input_{c}"] = vals
-    if kind == "openai":
-        out["custom_id"] = out["id"]
-    return out.reset_index(drop=True), kind
-
-# %% ../nbs/03_batch_inference.ipynb #cab38591
+# %% ../nbs/03_batch_inference.ipynb #87207f9f
 @ray.remote(num_cpus=0)
 class ProgressCounter:
     "A tiny actor the engines and the dispatcher report to, so the driver can draw one display for all replicas."
@@ -232,7 +77,7 @@ class ProgressCounter:
         "Everything reported so far."
         return dict(ready_at=self.ready_at, rows=self.rows, tokens=self.tokens, dead=self.dead, last_done=self.last_done)
 
-# %% ../nbs/03_batch_inference.ipynb #299c5059
+# %% ../nbs/03_batch_inference.ipynb #3008d4dc
 def _row_error(row: dict) -> str | None:
     "The row's input error, if any (None, NaN and '' mean none)."
     e = row.get("error")
@@ -248,9 +93,11 @@ class EngineActor:
     async def start(self) -> dict:
         "Build the engine, answer one tiny request (lazy kernel compilation counts as start-up); return its sizes."
         from vllm import AsyncEngineArgs, SamplingParams
+        from vllm.sampling_params import RequestOutputKind
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
         model, tp, device, extra = self.args
+        self.final = FINAL = RequestOutputKind.FINAL_ONLY  # one output per request, not one per token
         if device == "cpu" and tp > 1:  # each rank its own cores, as `make_llm` does
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_thread_binding(tp))
         kw = dict(disable_log_stats=True) | vllm_engine_kwargs(model, tp, device, **extra)
@@ -261,7 +108,7 @@ class EngineActor:
         self.tok = await tok if inspect.isawaitable(tok) else tok
         cfg = self.engine.vllm_config
         self.max_len = cfg.model_config.max_model_len
-        await self._generate([{"role": "user", "content": "warm up"}], SamplingParams(max_tokens=4))
+        await self._generate([{"role": "user", "content": "warm up"}], SamplingParams(max_tokens=4, output_kind=FINAL))
         if self.progress is not None:
             self.progress.ready.remote(self.replica, time.time())
         return dict(replica=self.replica, max_num_seqs=cfg.scheduler_config.max_num_seqs,
@@ -290,7 +137,7 @@ class EngineActor:
             return dict(error=_row_error(row))
         started = time.time()
         try:
-            params = SamplingParams(**row_sampling(self.sampling, row.get("sampling")))
+            params = SamplingParams(**row_sampling(self.sampling, row.get("sampling")), output_kind=self.final)
             out = await self._generate(json.loads(row["messages"]), params)
         except EngineDeadError:
             raise  # fatal for this engine: the dispatcher sends its rows to another
@@ -305,7 +152,7 @@ class EngineActor:
         "Answer `rows` (dicts with `messages`, `sampling`, `error`) all at once; results in the same order."
         return list(await asyncio.gather(*(self._answer(r) for r in rows)))
 
-# %% ../nbs/03_batch_inference.ipynb #5c8fae36
+# %% ../nbs/03_batch_inference.ipynb #25b2d148
 class EchoEngine:
     "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds; it can die after `die_after` rows (fault drills) or hold its rows forever (`hang`). For tests and dry runs."
     def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
@@ -340,7 +187,7 @@ class EchoEngine:
             os._exit(1)
         return list(await asyncio.gather(*(self._answer(r) for r in rows)))
 
-# %% ../nbs/03_batch_inference.ipynb #ece850ce
+# %% ../nbs/03_batch_inference.ipynb #d3bed772
 class EnginesDied(RuntimeError):
     "Every engine of a job died; the rows answered so far are in the output folder, and a re-run resumes."
 
@@ -351,11 +198,19 @@ def _engine_died(e: Exception) -> bool:
 
 class Dispatcher:
     "The step between Ray Data's reading and writing: each small batch goes to the live engine with the fewest rows in flight; the rows of an engine that dies go to another."
-    def __init__(self, engines: list, rows_in_flight: int, progress=None, attempts: int = 2):
+    def __init__(self, engines: list, starts: list, rows_in_flight: int | None = None, progress=None, attempts: int = 2):
         self.engines = dict(enumerate(engines))  # replica -> actor handle, live ones only
         self.load = dict.fromkeys(self.engines, 0)  # rows each engine holds now
-        self.cap, self.progress, self.attempts = rows_in_flight, progress, attempts
+        self.starts, self.cap = starts, rows_in_flight  # cap None: twice the engines' max_num_seqs, once they say it
+        self.progress, self.attempts = progress, attempts
         self.room = None  # an asyncio.Condition, made in the event loop Ray Data runs us in
+
+    async def _ready(self) -> None:
+        "Wait for the engines' starts (Ray Data starts us while they load) and size each engine's share."
+        if self.room is None:
+            self.room = asyncio.Condition()
+        sizes = [await s if isinstance(s, ray.ObjectRef) else s for s in self.starts]
+        self.cap = self.cap or 2 * min(s["max_num_seqs"] for s in sizes)
 
     async def _acquire(self, n: int) -> int:
         "The least-loaded live engine with room for `n` more rows (waits for room); `EnginesDied` when none is left."
@@ -398,7 +253,7 @@ class Dispatcher:
 
     async def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         "One batch of request rows in, the same rows with their result columns out."
-        self.room = self.room or asyncio.Condition()
+        await self._ready()
         results, replica = await self._send(batch[["messages", "sampling", "error"]].to_dict("records"))
         out = batch.reset_index(drop=True)
         for c in ANSWER_COLUMNS:
@@ -410,7 +265,7 @@ class Dispatcher:
             self.progress.add.remote(replica, len(out), int(out["output_tokens"].sum()), time.time())
         return out
 
-# %% ../nbs/03_batch_inference.ipynb #89aa7400
+# %% ../nbs/03_batch_inference.ipynb #7267a401
 @contextlib.contextmanager
 def engines_scope(
     replicas: int,  # engines (data parallelism)
@@ -446,24 +301,38 @@ def start_engines(
     timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long they may take together
 ) -> list[dict]:
     "Start every engine at once and wait for all; what each reports (its `max_num_seqs`, ...). The first start that fails raises its own error."
+    starts = [e.start.remote() for e in engines]
     try:
-        return ray.get([e.start.remote() for e in engines], timeout=timeout_s)
+        return ray.get(starts, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
         raise TimeoutError(f"the engines did not start within {timeout_s:g} s") from None
-    except ray.exceptions.RayTaskError as e:
-        raise RuntimeError(f"an engine failed to start: {type(e.cause).__name__}: {e.cause}") from e
+    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError):
+        _raise_start_failure(starts)
+        raise
 
-# %% ../nbs/03_batch_inference.ipynb #da891878
+def _raise_start_failure(starts: list) -> None:
+    "If one of the engines' `start` calls (refs) has failed, raise what it failed with, plainly; else return."
+    done, _ = ray.wait(starts, num_returns=len(starts), timeout=0)
+    for ref in done:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            raise RuntimeError(f"an engine failed to start: {type(e.cause).__name__}: {e.cause}") from None
+        except ray.exceptions.RayActorError as e:
+            raise RuntimeError(f"an engine died while starting: {e}") from None
+
+# %% ../nbs/03_batch_inference.ipynb #541d4f49
 def answer(
     requests: pd.DataFrame,  # request rows (`normalize_requests`): messages, sampling, error, ...
     engines: list,  # started engine actors
-    sizes: list[dict],  # what `start_engines` returned for them
+    starts: list,  # what `start_engines` returned for them, or the refs of their `start` calls still under way
     batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine
     rows_in_flight: int | None = None,  # rows each engine may hold at once; None: twice its `max_num_seqs`
     progress=None,  # a `ProgressCounter`
 ) -> ray.data.Dataset:
     "A Ray Data stream of `requests` with their answers: small batches through one `Dispatcher` that keeps every engine full."
-    cap = rows_in_flight or 2 * min(s["max_num_seqs"] for s in sizes)
+    known = [s for s in starts if isinstance(s, dict)]
+    cap = rows_in_flight or 2 * min((s["max_num_seqs"] for s in known), default=MAX_NUM_SEQS_HINT)
     # small batches, at least two per engine, so a short job still reaches every engine
     bs = max(1, min(batch_size, cap, math.ceil(len(requests) / (2 * len(engines)))))
     in_flight = len(engines) * max(1, cap // bs)  # batches waiting at the dispatcher: enough to fill every engine
@@ -471,31 +340,56 @@ def answer(
     pool = ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=in_flight,
                                       max_concurrent_calls_per_actor=in_flight)
     return ds.map_batches(Dispatcher, batch_size=bs, batch_format="pandas", num_cpus=0, compute=pool,
-                          fn_constructor_kwargs=dict(engines=engines, rows_in_flight=cap, progress=progress))
+                          fn_constructor_kwargs=dict(engines=engines, starts=starts, rows_in_flight=rows_in_flight,
+                                                     progress=progress))
+
+# %% ../nbs/03_batch_inference.ipynb #4f85683a
+def running_over_time(results: pd.DataFrame, step_s: float = 0.05) -> pd.DataFrame:
+    "Requests running on each replica over time (from `started_at`/`finished_at`): one column per replica, indexed by seconds since the first start."
+    ok = results.dropna(subset=["started_at", "finished_at"])
+    t0 = ok["started_at"].min()
+    grid = pd.Index(pd.RangeIndex(0, int((ok["finished_at"].max() - t0) / step_s) + 2) * step_s, name="s")
+    cols = {}
+    for r, g in ok.groupby("replica"):
+        s, f = (g["started_at"] - t0).to_numpy(), (g["finished_at"] - t0).to_numpy()
+        cols[f"replica {r}"] = [int(((s <= t) & (f > t)).sum()) for t in grid]
+    return pd.DataFrame(cols, index=grid)
+
+def plot_timeline(runs: dict[str, pd.DataFrame], path: str | os.PathLike | None = None):
+    "One panel per run (`{title: results}`): requests running on each engine over time; saved to `path` if given."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(9, 2.4 * len(runs)))
+    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (title, res) in zip(axes, runs.items()):
+        df = running_over_time(res)
+        for c in df:
+            ax.step(df.index, df[c], where="post", label=c)
+        ax.set_title(title, fontsize=10); ax.set_ylabel("requests running")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("seconds since the first request started")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
 
 # %% ../nbs/03_batch_inference.ipynb #44cfe49e
 def check_resources(replicas: int, tensor_parallel_size: int, device: str) -> dict:
     "Check that the running Ray cluster can hold `replicas` engines of `tensor_parallel_size` devices; raise if not."
-    for name, v in (("replicas", replicas), ("tensor_parallel_size", tensor_parallel_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    need = replicas * tensor_parallel_size
-    total = ray.cluster_resources()
+    replicas = check_positive_int(replicas, "replicas")
+    tp = check_positive_int(tensor_parallel_size, "tensor_parallel_size")
+    need, total = replicas * tp, ray.cluster_resources()
     if device == "gpu":
-        per_node = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]]
-        have = total.get("GPU", 0)
+        per_node, have = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]], total.get("GPU", 0)
         if have < need:
-            raise RuntimeError(f"{replicas} replicas x tensor_parallel_size {tensor_parallel_size} = {need} GPUs needed, "
+            raise RuntimeError(f"{replicas} replicas x tensor_parallel_size {tp} = {need} GPUs needed, "
                                f"the cluster has {have:g}: missing {need - have:g} GPUs")
-        fits = sum(int(g // tensor_parallel_size) for g in per_node)
+        fits = engines_that_fit(per_node, tp)
         if fits < replicas:
-            raise RuntimeError(f"each engine needs {tensor_parallel_size} GPUs on one node (STRICT_PACK), but the nodes have "
+            raise RuntimeError(f"each engine needs {tp} GPUs on one node (STRICT_PACK), but the nodes have "
                                f"{sorted(per_node, reverse=True)} GPUs: only {fits} of {replicas} engines fit")
-        need_cpu = need + 1
-    else:
-        need_cpu = need + 1  # one CPU per rank, plus one left for Ray Data's read/write tasks
+    need_cpu = need + 1  # one CPU per rank, plus one left for Ray Data's read/write tasks
     if total.get("CPU", 0) < need_cpu:
-        raise RuntimeError(f"{replicas} replicas x tensor_parallel_size {tensor_parallel_size} need {need_cpu} CPUs "
+        raise RuntimeError(f"{replicas} replicas x tensor_parallel_size {tp} need {need_cpu} CPUs "
                            f"(one per rank + one for writing results), the cluster has {total.get('CPU', 0):g}")
     return dict(devices=need, cpus=need_cpu)
 
@@ -519,6 +413,7 @@ class Summary:
     generation_tokens_per_s: float = 0.0  # output tokens / generation_s: the engines' throughput
     replicas: dict = dataclasses.field(default_factory=dict)  # replica -> {"rows", "output_tokens"} this run
     dead_engines: list = dataclasses.field(default_factory=list)  # replicas whose engine died during the run
+    quarantined: list = dataclasses.field(default_factory=list)  # torn part files renamed `.torn` (their rows re-run)
 
     def __str__(self) -> str:
         lines = [f"rows: {self.rows} in {self.output} ({self.new_rows} new, {self.skipped} already done)",
@@ -532,77 +427,28 @@ class Summary:
                                                      for k, v in sorted(self.replicas.items())))
         if self.dead_engines:
             lines.append(f"engines died: {self.dead_engines} (their rows were answered by the others)")
+        if self.quarantined:
+            lines.append(f"torn part files set aside (their rows were run again): {self.quarantined}")
         if self.openai_output:
             lines.append(f"OpenAI batch output: {self.openai_output}")
         return "\n".join(lines)
 
-# %% ../nbs/03_batch_inference.ipynb #b679349c
-def read_output(output: str | os.PathLike) -> pd.DataFrame:
-    "All result rows in an output folder (Parquet or JSONL parts); unreadable part files (a killed write) are removed."
-    output = Path(output)
-    frames = []
-    for f in sorted(output.glob("*")):
-        if f.name.startswith((".", "_")) or f.suffix not in (".parquet", ".json", ".jsonl"):
-            continue
-        try:
-            frames.append(pq.read_table(f).to_pandas() if f.suffix == ".parquet" else pd.read_json(f, lines=True, dtype=False))
-        except Exception:
-            f.unlink()  # half-written by a killed run: its rows are simply run again
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
-
-def _error_kind(e: str) -> str:
-    return e.split(":")[0]
-
-# %% ../nbs/03_batch_inference.ipynb #3fda45f3
-def _openai_response(row: dict, model: str) -> dict:
-    "One line of the OpenAI Batch API output format for a result row."
-    rid = f"batch_req_{uuid.uuid5(uuid.NAMESPACE_OID, str(row['id'])).hex[:24]}"
-    if isinstance(row.get("error"), str):
-        return {"id": rid, "custom_id": row["id"], "response": None,
-                "error": {"code": _error_kind(row["error"]).replace(" ", "_"), "message": row["error"]}}
-    texts = row.get("generated_texts")
-    texts = list(texts) if hasattr(texts, "__len__") and not isinstance(texts, str) else [row["generated_text"]]
-    reasons = row.get("finish_reasons")
-    reasons = list(reasons) if hasattr(reasons, "__len__") and not isinstance(reasons, str) else None
-    choices = [{"index": i, "message": {"role": "assistant", "content": t},
-                "finish_reason": reasons[i] if reasons and len(reasons) > i else row["finish_reason"],
-                "logprobs": None}
-               for i, t in enumerate(texts)]
-    usage = {"prompt_tokens": int(row["prompt_tokens"]), "completion_tokens": int(row["output_tokens"]),
-             "total_tokens": int(row["prompt_tokens"]) + int(row["output_tokens"])}
-    return {"id": rid, "custom_id": row["id"], "error": None,
-            "response": {"status_code": 200, "request_id": rid,
-                         "body": {"id": f"chatcmpl-{rid[10:]}", "object": "chat.completion", "model": model,
-                                  "choices": choices, "usage": usage}}}
-
-def write_openai_output(results: pd.DataFrame, path: str | os.PathLike, model: str) -> Path:
-    "Write result rows as OpenAI Batch API output JSONL (input order), one line per `custom_id`."
-    path = Path(path)
-    rows = results.sort_values("input_row").to_dict("records")
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(_openai_response(r, model), default=_jsonable) + "\n")
-    tmp.replace(path)
-    return path
-
 # %% ../nbs/03_batch_inference.ipynb #2d2fc00a
 def cluster_gpus() -> dict:
-    "GPUs of the running Ray cluster: total, most on one node, and memory per GPU (GiB) as torch sees it here."
-    per_node = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]]
+    "GPUs of the running Ray cluster: per node, in all, most on one node, and memory per GPU (GiB) as torch sees it here (None when this process sees no GPU)."
+    nodes = [int(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n["Alive"]]
     mem = None
     try:
         import torch
         if torch.cuda.is_available():
             mem = torch.cuda.get_device_properties(0).total_memory / 2**30
-    except Exception:
+    except ImportError:
         pass
-    return dict(n_gpus=int(sum(per_node)), gpus_per_node=int(max(per_node, default=0)), gpu_memory_gb=mem)
+    return dict(nodes=nodes, n_gpus=sum(nodes), gpus_per_node=max(nodes, default=0), gpu_memory_gb=mem)
 
-def plan_for(model: str | None, n_gpus: int, gpus_per_node: int, gpu_memory_gb: float, **kw) -> dict:
-    "`planner.plan` for a model name, path or shipped config name."
+def plan_for(model: str | None, n_gpus: int | None, gpus_per_node, gpu_memory_gb: float, **kw) -> dict:
+    "`planner.plan` for a model name, path or shipped config name (`gpus_per_node`: a count, or one per node)."
     from ray_vllm_tutorial.chat import load_model_config
-    from ray_vllm_tutorial.models import resolve_model
     from ray_vllm_tutorial.planner import load_config, plan, shipped_configs
     cfg = load_config(model) if model in shipped_configs() else load_model_config(resolve_model(model))
     if cfg is None:
@@ -610,13 +456,16 @@ def plan_for(model: str | None, n_gpus: int, gpus_per_node: int, gpu_memory_gb: 
     return plan(cfg, n_gpus, gpus_per_node, gpu_memory_gb, **kw)
 
 def _planned_layout(model, device: str, replicas: int | None, tp: int | None) -> tuple[int, int]:
-    "Replicas and TP when the user left them unset: the planner's choice on GPUs, 1 x 1 on CPU."
+    "Replicas and TP when the user left them unset: the planner's choice on GPUs (engines counted node by node), 1 x 1 on CPU."
     if device != "gpu":
         return replicas or 1, tp or 1
     g = cluster_gpus()
-    p = plan_for(model, g["n_gpus"], g["gpus_per_node"], g["gpu_memory_gb"] or 80.0)
-    tp = tp or p["tensor_parallel_size"]
-    return replicas or max(1, g["n_gpus"] // tp), tp
+    if tp is None:
+        if g["gpu_memory_gb"] is None:
+            raise RuntimeError("cannot plan a layout: this process sees no GPU to read its memory from; "
+                               "pass tensor_parallel_size (and replicas)")
+        tp = plan_for(model, None, g["nodes"], g["gpu_memory_gb"])["tensor_parallel_size"]
+    return replicas or max(1, engines_that_fit(g["nodes"], tp)), tp
 
 # %% ../nbs/03_batch_inference.ipynb #5e0c2a7d
 def _progress_loop(counter, total: int, stop: threading.Event, t0: float) -> None:
@@ -660,14 +509,14 @@ def _quiet_ray_data(quiet: bool = True):
     ctx, log = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
     saved = ctx.enable_progress_bars, log.level
     ctx.enable_progress_bars = False  # a Dataset copies the context when created: wrap its creation
-    log.setLevel(logging.ERROR)
+    log.setLevel(logging.CRITICAL)  # a failed job is explained by our own error
     try:
         yield
     finally:
         ctx.enable_progress_bars = saved[0]
         log.setLevel(saved[1])
 
-# %% ../nbs/03_batch_inference.ipynb #91051978
+# %% ../nbs/03_batch_inference.ipynb #72c9a5fc
 def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dict | None, t0: float, t_engines: float,
                output: Path) -> Summary:
     "The `Summary` of a run from the output folder's rows and what the engines reported."
@@ -721,15 +570,12 @@ def run_batch(
     except Exception as e:
         raise ValueError(f"bad sampling parameters {sampling}: {e}") from e
     requests, kind = normalize_requests(read_table(input))  # all input errors surface here, before Ray or engines
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    done = read_output(output)
-    todo = requests[~requests["id"].isin(set(done["id"].astype(str)))].reset_index(drop=True)
     device = detect_device() if device == "auto" else device
     if device != "gpu":  # the planner is for GPUs; on CPU an unset layout is 1 x 1
         replicas, tensor_parallel_size = replicas or 1, tensor_parallel_size or 1
-    model_name, stats = str(model) if model is not None else "tiny-chat", None
-    with contextlib.ExitStack() as stack:
+    model_name, stats, output = str(model) if model is not None else "tiny-chat", None, Path(output)
+    with claim_output(output, input_fingerprint(input), kind) as claim, contextlib.ExitStack() as stack:
+        todo = requests[~requests["id"].isin(set(read_output(output)["id"]))].reset_index(drop=True)
         if len(todo):
             if model is None and engine_cls is None:
                 _say("preparing the embedded tiny model (built once per machine, about a minute)", progress)
@@ -751,19 +597,23 @@ def run_batch(
             t_engines = time.time()
             engines = stack.enter_context(engines_scope(replicas, tensor_parallel_size, device, model, sampling,
                                                         engine_kwargs, counter, engine_cls or EngineActor))
-            sizes = start_engines(engines)
+            starts = [e.start.remote() for e in engines]  # Ray Data spins up while the engines load
             with _quiet_ray_data(not verbose):
-                results = answer(todo, engines, sizes, batch_size, rows_in_flight, counter)
+                results = answer(todo, engines, starts, batch_size, rows_in_flight, counter)
+                fmt = "parquet" if output_format == "parquet" else "jsonl"
+                write = results.write_parquet if fmt == "parquet" else results.write_json
                 try:
-                    (results.write_parquet if output_format == "parquet" else results.write_json)(str(output))
+                    write(str(output), filename_provider=part_filename_provider(claim.run_id, fmt))
                 except Exception as e:  # Ray Data wraps what the dispatcher raised
+                    _raise_start_failure(starts)
                     if "EnginesDied" not in f"{type(e).__name__} {e}":
                         raise
                     raise EnginesDied(f"every engine died; the rows answered so far are in {output}: "
                                       "re-run the same command to resume") from None
             stats = ray.get(counter.get.remote())
-    final = read_output(output)
+        final = read_output(output)  # inside the claim: only the owner may set torn parts aside
     summary = _summarize(final, todo, len(requests) - len(todo), stats, t0, t_engines, output)
+    summary.quarantined = [p.name for p in quarantined(output)]
     if kind == "openai":
         summary.openai_output = str(write_openai_output(final, output / "openai_batch_output.jsonl", model_name))
     if summary_plot:
@@ -782,35 +632,6 @@ def plot_summary(results: pd.DataFrame, path: str | os.PathLike | None = None):
     ok = results[results["error"].isna()]
     b.hist(ok["output_tokens"], bins=30, color="C1")
     b.set_title("output length"); b.set_xlabel("output tokens"); b.set_ylabel("rows")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
-
-# %% ../nbs/03_batch_inference.ipynb #a56df1e7
-def running_over_time(results: pd.DataFrame, step_s: float = 0.05) -> pd.DataFrame:
-    "Requests running on each replica over time (from `started_at`/`finished_at`): one column per replica, indexed by seconds since the first start."
-    ok = results.dropna(subset=["started_at", "finished_at"])
-    t0 = ok["started_at"].min()
-    grid = pd.Index(pd.RangeIndex(0, int((ok["finished_at"].max() - t0) / step_s) + 2) * step_s, name="s")
-    cols = {}
-    for r, g in ok.groupby("replica"):
-        s, f = (g["started_at"] - t0).to_numpy(), (g["finished_at"] - t0).to_numpy()
-        cols[f"replica {r}"] = [int(((s <= t) & (f > t)).sum()) for t in grid]
-    return pd.DataFrame(cols, index=grid)
-
-def plot_timeline(runs: dict[str, pd.DataFrame], path: str | os.PathLike | None = None):
-    "One panel per run (`{title: results}`): requests running on each engine over time; saved to `path` if given."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(9, 2.4 * len(runs)))
-    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (title, res) in zip(axes, runs.items()):
-        df = running_over_time(res)
-        for c in df:
-            ax.step(df.index, df[c], where="post", label=c)
-        ax.set_title(title, fontsize=10); ax.set_ylabel("requests running")
-        ax.legend(loc="upper right", fontsize=8)
-    axes[-1].set_xlabel("seconds since the first request started")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=100)
@@ -843,12 +664,17 @@ def build_parser():
     p.add_argument("--n", type=int, default=1, help="samples per request")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--ignore-eos", action="store_true", help="always generate max_tokens (benchmarks)")
-    p.add_argument("--batch-size", type=int, default=256, help="rows per LLM.chat call")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="most rows per hand-off to an engine")
+    p.add_argument("--rows-in-flight", type=int, default=None,
+                   help="rows each engine holds at once (default: twice its max_num_seqs)")
     p.add_argument("--address", default=None, help="existing Ray cluster address (default: a private local one)")
     p.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
     p.add_argument("--output-format", choices=["parquet", "jsonl"], default="parquet")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--load-format", default=None, help='e.g. "dummy": random weights, config + tokenizer only')
+    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any vLLM engine argument, repeatable (e.g. max_num_seqs=512, enable_prefix_caching=true); "
+                        "VALUE is read as JSON when it parses, else as a string")
     p.add_argument("--summary-plot", default=None, help="write a PNG summary (finish_reason + output lengths)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--show", type=int, default=0, help="print this many result rows at the end")
@@ -868,7 +694,8 @@ def _print_plan(args) -> int:
         finally:
             if started:
                 ray.shutdown()
-        n, per, mem = n or g["n_gpus"], per or g["gpus_per_node"], mem or g["gpu_memory_gb"]
+        # the cluster's own node list, so uneven nodes ([8, 8, 4]) are counted node by node
+        n, per, mem = n or g["n_gpus"], per or g["nodes"], mem or g["gpu_memory_gb"]
     if not n or not mem:
         print("ray-vllm-batch: error: no GPUs visible to plan for; describe the cluster with --gpus, --gpus-per-node "
               "and --gpu-memory-gb", file=sys.stderr)
@@ -883,6 +710,19 @@ def _print_plan(args) -> int:
     print(p["explanation"])
     return 0
 
+def _engine_args(pairs: list[str]) -> dict:
+    "`--engine-arg KEY=VALUE` pairs as keyword arguments (VALUE as JSON when it parses); ValueError names a bad pair."
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--engine-arg expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except ValueError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ray-vllm-batch` command."
     import sys
@@ -895,9 +735,18 @@ def main(argv: list[str] | None = None) -> int:
         sampling["seed"] = args.seed
     engine = {k: v for k, v in dict(max_model_len=args.max_model_len, load_format=args.load_format).items() if v is not None}
     try:
+        engine |= _engine_args(args.engine_arg)
+    except ValueError as e:
+        print(f"ray-vllm-batch: error: {e}", file=sys.stderr)
+        return 2
+    if not args.verbose:  # vLLM's import-time notes and Ray's C++ warnings: hidden like the rest of their logs
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    try:
         summary = run_batch(args.input or sample_prompts_path(), args.output, model=args.model,
                             tensor_parallel_size=args.tensor_parallel_size, replicas=args.replicas, sampling=sampling,
-                            batch_size=args.batch_size, address=args.address, device=args.device,
+                            batch_size=args.batch_size, rows_in_flight=args.rows_in_flight, address=args.address,
+                            device=args.device,
                             output_format=args.output_format, engine_kwargs=engine, progress=not args.no_progress,
                             summary_plot=args.summary_plot, verbose=args.verbose)
     except (InputError, ValueError, RuntimeError, TimeoutError) as e:

@@ -12,7 +12,10 @@ import pytest
 import ray
 
 from ray_vllm_tutorial.models import tiny_corpus
-from ray_vllm_tutorial.pipeline import InputError, normalize_requests, read_output, read_table, run_batch
+from ray_vllm_tutorial.cluster import init_ray, placement_groups
+from ray_vllm_tutorial.inputs import InputError, normalize_requests, read_table
+from ray_vllm_tutorial.outputs import read_output
+from ray_vllm_tutorial.pipeline import EchoEngine, EnginesDied, run_batch
 
 SMALL = dict(max_tokens=8)
 
@@ -28,6 +31,21 @@ def _write_jsonl(path, rows):
 
 def _ids(out):
     return sorted(read_output(out)["id"])
+
+
+def _kill_tree(proc, sig):
+    "Send `sig` to the process we started and every process it started (by PID: nothing else is touched)."
+    import psutil
+    try:
+        tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for pid in tree:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    proc.wait()
 
 
 def _assert_no_ray_left():
@@ -82,14 +100,14 @@ def test_formats_and_bad_rows_end_to_end(tmp_path):
         assert r.loc["long", "error"].startswith("prompt too long: ") and pd.isna(r.loc["long", "generated_text"])
         assert set(r.loc[[f"g{i}" for i in range(5)], "finish_reason"]) <= {"stop", "length"}
         assert r.loc["g3", "tag"] == 3 and (r.loc[[f"g{i}" for i in range(5)], "output_tokens"] <= 8).all()
-        assert list((tmp_path / "o1").glob("*.json")), "jsonl output parts expected"
+        assert list((tmp_path / "o1").glob("rvt-part-*.jsonl")), "jsonl output parts expected"
 
         s = run_batch(tmp_path / "in.parquet", tmp_path / "o2", sampling=SMALL, progress=False)
         assert (s.rows, s.failed) == (7, 0) and _ids(tmp_path / "o2") == [f"p{i}" for i in range(7)]
         s = run_batch(tmp_path / "in.csv", tmp_path / "o3", sampling=SMALL, progress=False)
         r3 = read_output(tmp_path / "o3")
-        assert sorted(r3["id"]) == [f"row-{i}" for i in range(4)] and set(r3["lang"]) == {"en"}
-        assert r3.set_index("id").loc["row-2", "prompt"] == tiny_corpus()[12]
+        assert r3["id"].nunique() == 4 and set(r3["lang"]) == {"en"}  # ids derived from each row's content
+        assert sorted(r3["prompt"]) == sorted(tiny_corpus()[10:14])
         assert ray.util.placement_group_table() == {} or all(
             v["state"] == "REMOVED" for v in ray.util.placement_group_table().values())
     finally:
@@ -123,13 +141,14 @@ def test_dp_tp_layouts(tmp_path, dp, tp):
     _assert_no_ray_left()
     assert (s.rows, s.failed, s.new_rows) == (20, 0, 20)
     assert _ids(tmp_path / "o") == [r["id"] for r in rows]
+    assert sorted(s.replicas) == list(range(dp)) and min(v["rows"] for v in s.replicas.values()) >= 20 // 4
 
 
 def test_placement_groups_removed_after_failure(tmp_path):
     from ray_vllm_tutorial.cluster import init_ray
     init_ray(num_cpus=3)
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError, match="an engine failed to start"):
             run_batch(_write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}]), tmp_path / "o",
                       model=str(tmp_path / "no-such-model"), progress=False)
         time.sleep(1)
@@ -157,9 +176,7 @@ def test_resume_after_kill(tmp_path):
     t0 = time.time()
     while time.time() - t0 < 300 and len(list(out.glob("*.parquet"))) < 3:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started (Ray, engines)
-    proc.wait()
-    subprocess.run(["pkill", "-9", "-f", str(out)], check=False)
+    _kill_tree(proc, signal.SIGKILL)  # the driver and everything it started (Ray, engines)
     partial = read_output(out)
     assert 0 < len(partial) < len(rows), len(partial)  # killed halfway
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -186,7 +203,7 @@ def test_ctrl_c_exits_130_and_resumes(tmp_path):
     try:
         _, err = proc.communicate(timeout=120)
     finally:
-        subprocess.run(["pkill", "-9", "-f", str(out)], check=False)
+        _kill_tree(proc, signal.SIGKILL)
     assert proc.returncode == 130, err[-3000:]
     assert "interrupted; placement groups removed. Re-run the same command to resume." in err
     done = len(read_output(out))
@@ -205,12 +222,13 @@ def test_progress_bar_shows_the_final_count(capsys):
     from ray_vllm_tutorial.pipeline import ProgressCounter, _progress_loop
     init_ray(num_cpus=1)
     try:
-        counter = ProgressCounter.remote()
+        counter = ProgressCounter.remote(1)
         stop = threading.Event()
+        ray.get(counter.ready.remote(0, time.time() - 2.0))
 
         def finish():  # the whole job ends 0.2 s in, before the bar's next look
             time.sleep(0.2)
-            ray.get(counter.add.remote(64, 758))
+            ray.get(counter.add.remote(0, 64, 758, time.time()))
             stop.set()
         threading.Thread(target=finish).start()
         _progress_loop(counter, 64, stop, time.time() - 2.0)
@@ -218,5 +236,85 @@ def test_progress_bar_shows_the_final_count(capsys):
         ray.shutdown()
     err = capsys.readouterr().err
     last = err.replace("\r", "\n").strip().splitlines()[-1]
-    assert "64/64" in last and " 0 tok/s" not in last, last
+    assert "64/64" in last and " 0 tok/s" not in last and "r0 100%" in last, last
     assert 250 < int(last.split(" tok/s")[0].split()[-1]) <= 379, last  # 758 tokens over a little more than 2 s
+
+
+# The engine stage with EchoEngine (no model): routing, faults and clean-up in seconds.
+ECHO = dict(echo=dict(token_s=0.01))
+
+
+def _echo_input(tmp_path, n=40):
+    rows = [{"id": f"e{i:02d}", "messages": [{"role": "user", "content": " ".join(["w"] * (3 + i % 7))}]} for i in range(n)]
+    return _write_jsonl(tmp_path / "echo.jsonl", rows), [r["id"] for r in rows]
+
+
+def test_replicas_share_the_rows(tmp_path):
+    inp, ids = _echo_input(tmp_path)
+    s = run_batch(inp, tmp_path / "o", replicas=3, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
+    _assert_no_ray_left()
+    out = read_output(tmp_path / "o")
+    assert sorted(out["id"]) == ids and s.failed == 0
+    assert sorted(s.replicas) == [0, 1, 2] and min(v["rows"] for v in s.replicas.values()) >= 40 // 6  # batches of 7
+    assert out.groupby("replica").size().to_dict() == {k: v["rows"] for k, v in s.replicas.items()}
+
+
+def test_dead_engine_rows_go_to_the_others(tmp_path):
+    inp, ids = _echo_input(tmp_path)
+    s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
+                  engine_kwargs=dict(echo=dict(token_s=0.01, die_after={0: 10})))
+    out = read_output(tmp_path / "o")
+    assert sorted(out["id"]) == ids and s.failed == 0 and s.dead_engines == [0]
+    assert (out["output_tokens"] == out["generated_text"].map(lambda t: len(t.split()))).all()
+
+
+def test_all_engines_dead_stops_clearly_and_resumes(tmp_path):
+    inp, ids = _echo_input(tmp_path)
+    init_ray(num_cpus=4)
+    try:
+        with pytest.raises(EnginesDied, match="every engine died.*re-run the same command to resume"):
+            run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
+                      engine_kwargs=dict(echo=dict(die_after={0: 0, 1: 0})))
+        time.sleep(1)
+        assert placement_groups() == [] and ray.available_resources().get("CPU") == 4
+    finally:
+        ray.shutdown()
+    s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
+    assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
+
+
+def test_twice_dead_rows_become_error_rows(tmp_path):
+    inp, ids = _echo_input(tmp_path)
+    s = run_batch(inp, tmp_path / "o", replicas=3, engine_cls=EchoEngine, progress=False, batch_size=40,
+                  engine_kwargs=dict(echo=dict(die_after={0: 0, 1: 0})))
+    out = read_output(tmp_path / "o")
+    assert sorted(out["id"]) == ids and s.dead_engines != []
+    dead = out[out["error"].notna()]
+    assert set(dead["error"]) <= {"engine died: 2 engines died while answering this row"}
+    assert len(dead) + (out["replica"] == 2).sum() == 40
+
+
+def test_ctrl_c_removes_placement_groups(tmp_path):
+    import _thread
+    import threading
+    inp, _ = _echo_input(tmp_path)
+    init_ray(num_cpus=4)
+    try:
+        threading.Timer(3.0, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
+                      engine_kwargs=dict(echo=dict(hang=True)))
+        time.sleep(1)
+        assert placement_groups() == [] and ray.available_resources().get("CPU") == 4
+    finally:
+        ray.shutdown()
+
+
+def test_no_deprecated_ray_api(tmp_path):
+    import warnings
+    from ray.util.annotations import RayDeprecationWarning
+    inp, ids = _echo_input(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RayDeprecationWarning)
+        s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
+    assert s.rows == 40
