@@ -178,7 +178,8 @@ def run_variant(a) -> dict:
         ray.shutdown()
         return dict(engine_start_s=df["ready"].min() - t0, generation_s=df["done"].max() - df["ready"].min(),
                     output_tokens=int(df["output_tokens"].sum()), rows=len(df))
-    if a.variant in ("run_batch", "run_batch_1024"):
+    if a.variant in ("run_batch", "run_batch_1024", "dp2tp1", "dp1tp2"):
+        layout = dict(dp2tp1=(2, 1), dp1tp2=(1, 2)).get(a.variant, (1, 1))  # run_batch: one engine on one device
         if a.variant == "run_batch_1024":  # a candidate GPU setting: fewer, larger batches into a 256-sequence engine
             a.batch_size, engine["max_num_seqs"] = 1024, 256
         import tempfile
@@ -193,9 +194,10 @@ def run_variant(a) -> dict:
                                         "body": {"messages": c, "max_tokens": m}}) + "\n")
         s = run_batch(tmp / "in.jsonl", tmp / "out", model=a.model, device=a.device,
                       sampling=dict(sampling, max_tokens=mts[0] if a.workload == "uniform" else max(mts)),
+                      replicas=layout[0], tensor_parallel_size=layout[1],
                       engine_kwargs=engine, progress=False, **({"batch_size": a.batch_size} if a.batch_size else {}))
         return dict(engine_start_s=s.engine_start_s, generation_s=s.generation_s, output_tokens=s.output_tokens,
-                    rows=s.rows, failed=s.failed)
+                    rows=s.rows, failed=s.failed, replicas={str(k): v for k, v in s.replicas.items()})
     if a.variant in ("ray_data_llm", "ray_data_llm_defaults"):
         return run_ray_data_llm(a, engine, convs, mts)
     raise ValueError(a.variant)
@@ -203,9 +205,10 @@ def run_variant(a) -> dict:
 
 LABELS = {"chat": "(a) one LLM.chat", "chat256": "(a') one LLM.chat, max_num_seqs=256", "seed": "(b) seed recipe, batch_size=4",
           "run_batch": "(c) run_batch defaults", "run_batch_1024": "(c') run_batch, batch_size=1024, max_num_seqs=256",
-          "ray_data_llm": "(d) Ray Data LLM, LLM's scheduler sizes", "ray_data_llm_defaults": "(d') Ray Data LLM defaults"}
+          "ray_data_llm": "(d) Ray Data LLM, LLM's scheduler sizes", "ray_data_llm_defaults": "(d') Ray Data LLM defaults",
+          "dp2tp1": "(e) run_batch DP=2 x TP=1 (2 GPUs)", "dp1tp2": "(f) run_batch DP=1 x TP=2 (2 GPUs)"}
 COLORS = {"chat": "C0", "chat256": "C9", "seed": "C3", "run_batch": "C2", "run_batch_1024": "C8",
-          "ray_data_llm": "C4", "ray_data_llm_defaults": "C6"}
+          "ray_data_llm": "C4", "ray_data_llm_defaults": "C6", "dp2tp1": "C1", "dp1tp2": "C5"}
 
 
 def report(results: dict, out: Path, title: str, failed: dict | None = None) -> None:

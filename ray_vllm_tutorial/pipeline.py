@@ -53,7 +53,7 @@ __all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'PLACEMEN
            'Summary', 'cluster_gpus', 'plan_for', 'run_batch', 'plot_summary', 'sample_prompts_path', 'build_parser',
            'main']
 
-# %% ../nbs/03_batch_inference.ipynb #87207f9f
+# %% ../nbs/03_batch_inference.ipynb #cad325be
 @ray.remote(num_cpus=0)
 class ProgressCounter:
     "A tiny actor the engines and the dispatcher report to, so the driver can draw one display for all replicas."
@@ -77,7 +77,7 @@ class ProgressCounter:
         "Everything reported so far."
         return dict(ready_at=self.ready_at, rows=self.rows, tokens=self.tokens, dead=self.dead, last_done=self.last_done)
 
-# %% ../nbs/03_batch_inference.ipynb #3008d4dc
+# %% ../nbs/03_batch_inference.ipynb #4f7bdbea
 def _row_error(row: dict) -> str | None:
     "The row's input error, if any (None, NaN and '' mean none)."
     e = row.get("error")
@@ -152,7 +152,7 @@ class EngineActor:
         "Answer `rows` (dicts with `messages`, `sampling`, `error`) all at once; results in the same order."
         return list(await asyncio.gather(*(self._answer(r) for r in rows)))
 
-# %% ../nbs/03_batch_inference.ipynb #25b2d148
+# %% ../nbs/03_batch_inference.ipynb #1a43c59d
 class EchoEngine:
     "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds; it can die after `die_after` rows (fault drills) or hold its rows forever (`hang`). For tests and dry runs."
     def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
@@ -181,13 +181,13 @@ class EchoEngine:
                     finish_reasons=["stop"], started_at=started, finished_at=time.time(), error=None)
 
     async def generate(self, rows: list[dict]) -> list[dict]:
-        "Answer `rows` all at once; exits the process (like a crashed engine) once `die_after` rows were asked for."
+        "Answer `rows` all at once; the actor exits (like a crashed engine) once more than `die_after` rows were asked for."
         self.answered += len(rows)
         if self.die_after is not None and self.answered > self.die_after:
-            os._exit(1)
+            ray.actor.exit_actor()  # the actor ends; calls it held fail with RayActorError
         return list(await asyncio.gather(*(self._answer(r) for r in rows)))
 
-# %% ../nbs/03_batch_inference.ipynb #d3bed772
+# %% ../nbs/03_batch_inference.ipynb #24fc98d3
 class EnginesDied(RuntimeError):
     "Every engine of a job died; the rows answered so far are in the output folder, and a re-run resumes."
 
@@ -265,7 +265,7 @@ class Dispatcher:
             self.progress.add.remote(replica, len(out), int(out["output_tokens"].sum()), time.time())
         return out
 
-# %% ../nbs/03_batch_inference.ipynb #7267a401
+# %% ../nbs/03_batch_inference.ipynb #595d1999
 @contextlib.contextmanager
 def engines_scope(
     replicas: int,  # engines (data parallelism)
@@ -321,7 +321,7 @@ def _raise_start_failure(starts: list) -> None:
         except ray.exceptions.RayActorError as e:
             raise RuntimeError(f"an engine died while starting: {e}") from None
 
-# %% ../nbs/03_batch_inference.ipynb #541d4f49
+# %% ../nbs/03_batch_inference.ipynb #1fa7ba4b
 def answer(
     requests: pd.DataFrame,  # request rows (`normalize_requests`): messages, sampling, error, ...
     engines: list,  # started engine actors
@@ -343,8 +343,8 @@ def answer(
                           fn_constructor_kwargs=dict(engines=engines, starts=starts, rows_in_flight=rows_in_flight,
                                                      progress=progress))
 
-# %% ../nbs/03_batch_inference.ipynb #4f85683a
-def running_over_time(results: pd.DataFrame, step_s: float = 0.05) -> pd.DataFrame:
+# %% ../nbs/03_batch_inference.ipynb #333b747b
+def running_over_time(results: pd.DataFrame, step_s: float = 0.01) -> pd.DataFrame:
     "Requests running on each replica over time (from `started_at`/`finished_at`): one column per replica, indexed by seconds since the first start."
     ok = results.dropna(subset=["started_at", "finished_at"])
     t0 = ok["started_at"].min()
@@ -516,7 +516,7 @@ def _quiet_ray_data(quiet: bool = True):
         ctx.enable_progress_bars = saved[0]
         log.setLevel(saved[1])
 
-# %% ../nbs/03_batch_inference.ipynb #72c9a5fc
+# %% ../nbs/03_batch_inference.ipynb #552b7f0b
 def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dict | None, t0: float, t_engines: float,
                output: Path) -> Summary:
     "The `Summary` of a run from the output folder's rows and what the engines reported."
