@@ -318,3 +318,33 @@ def test_no_deprecated_ray_api(tmp_path):
         warnings.simplefilter("error", RayDeprecationWarning)
         s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
     assert s.rows == 40
+
+
+@pytest.mark.parametrize("kind", ["messages", "prompt", "openai"])
+def test_resume_every_input_kind(tmp_path, kind):
+    """A finished job re-run on the same folder answers nothing again; a half-done one (parts removed) finishes:
+    every id once, for each input kind. OpenAI input: its response file is rewritten, never read back as results."""
+    texts = [" ".join(["w"] * (2 + i % 5)) for i in range(12)]
+    if kind == "messages":
+        rows = [{"id": i, "messages": [{"role": "user", "content": t}]} for i, t in enumerate(texts)]
+    elif kind == "prompt":
+        rows = [{"prompt": t, "max_tokens": 3} for t in texts]  # no ids: derived from each row's content
+    else:
+        rows = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                 "body": {"messages": [{"role": "user", "content": t}], "max_tokens": 3}} for i, t in enumerate(texts)]
+    inp, out = _write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "o"
+    run = lambda: run_batch(inp, out, replicas=2, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
+    first = run()
+    ids = sorted(read_output(out)["id"])
+    assert (first.rows, first.new_rows, len(set(ids))) == (12, 12, 12)
+    again = run()
+    assert (again.rows, again.new_rows, again.skipped) == (12, 0, 12)
+    for part in sorted(out.glob("rvt-part-*"))[::2]:  # as if the job had been killed before these parts were written
+        part.unlink()
+    resumed = run()
+    assert sorted(read_output(out)["id"]) == ids and resumed.rows == 12 and 0 < resumed.new_rows < 12
+    if kind == "messages":
+        assert ids == sorted(str(i) for i in range(12))  # ids keep their digits ("1", not "1.0")
+    if kind == "openai":
+        lines = [json.loads(x) for x in open(resumed.openai_output)]
+        assert [x["custom_id"] for x in lines] == [f"r{i}" for i in range(12)]  # one line each, input order
