@@ -480,8 +480,9 @@ def _progress_loop(counter, total: int, stop: threading.Event, t0: float) -> Non
         s = ray.get(counter.get.remote())
         ready = [t for t in s["ready_at"] if t is not None]
         if starting:
-            bar.n = len(ready)
-            bar.refresh()
+            if bar.n != len(ready) or sys.stderr.isatty():  # a log file gets one line per change, a terminal a clock
+                bar.n = len(ready)
+                bar.refresh()
             if len(ready) < n and not sum(s["rows"]) and not final:
                 return
             bar.close()
@@ -739,9 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"ray-vllm-batch: error: {e}", file=sys.stderr)
         return 2
-    if not args.verbose:  # vLLM's import-time notes and Ray's C++ warnings: hidden like the rest of their logs
+    if not args.verbose:  # vLLM's import-time notes: hidden like the rest of its logs
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        logging.getLogger("vllm.triton_utils.importing").setLevel(logging.ERROR)  # logs before vLLM reads the above
     try:
         summary = run_batch(args.input or sample_prompts_path(), args.output, model=args.model,
                             tensor_parallel_size=args.tensor_parallel_size, replicas=args.replicas, sampling=sampling,
