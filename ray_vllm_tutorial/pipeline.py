@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 

@@ -8,7 +8,6 @@ Docs: https://ray-vllm-tutorial.github.io/ray_vllm_tutorial/tp_in_vllm.html.md""
 from __future__ import annotations
 
 import json
-import math
 import numbers
 from pathlib import Path
 from typing import Sequence
