@@ -678,6 +678,8 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--show", type=int, default=0, help="print this many result rows at the end")
     p.add_argument("--verbose", "-v", action="store_true", help="also show Ray's and vLLM's own logs")
+    p.add_argument("--dry-run", action="store_true", help="no model, no GPU: EchoEngine answers each row with its last "
+                   "message's words (checks input, output folder and resume; --engine-arg echo='{\"token_s\": 0.05}' slows it)")
     return p
 
 def _print_plan(args) -> int:
@@ -745,7 +747,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_batch(args.input or sample_prompts_path(), args.output, model=args.model,
                             tensor_parallel_size=args.tensor_parallel_size, replicas=args.replicas, sampling=sampling,
                             batch_size=args.batch_size, rows_in_flight=args.rows_in_flight, address=args.address,
-                            device=args.device,
+                            device="cpu" if args.dry_run else args.device,
+                            engine_cls=EchoEngine if args.dry_run else None,
                             output_format=args.output_format, engine_kwargs=engine, progress=not args.no_progress,
                             summary_plot=args.summary_plot, verbose=args.verbose)
     except (InputError, ValueError, RuntimeError, TimeoutError) as e:

@@ -348,3 +348,44 @@ def test_resume_every_input_kind(tmp_path, kind):
     if kind == "openai":
         lines = [json.loads(x) for x in open(resumed.openai_output)]
         assert [x["custom_id"] for x in lines] == [f"r{i}" for i in range(12)]  # one line each, input order
+
+
+def _rows_of_kind(kind, n):
+    texts = [" ".join(["w"] * (3 + i % 4)) for i in range(n)]
+    if kind == "prompt":
+        return [{"prompt": f"{i} {t}"} for i, t in enumerate(texts)]  # no ids: derived from the content
+    return [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"messages": [{"role": "user", "content": t}], "max_tokens": 6}} for i, t in enumerate(texts)]
+
+
+@pytest.mark.parametrize("kind", ["prompt", "openai"])
+@pytest.mark.parametrize("how", ["SIGKILL", "Ctrl-C"])
+def test_cli_dry_run_resumes_after_kill_for_every_kind(tmp_path, kind, how):
+    """`ray-vllm-batch --dry-run` (EchoEngine, no model) killed mid-job, then re-run: every id exactly once."""
+    inp, out = _write_jsonl(tmp_path / "in.jsonl", _rows_of_kind(kind, 120)), tmp_path / "out"
+    cmd = [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp),
+           str(out), "--dry-run", "--engine-arg", 'echo={"token_s": 0.05}', "--batch-size", "4", "--rows-in-flight", "4",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 120 and len(list(out.glob("rvt-part-*"))) < 2:
+        time.sleep(0.1)
+    if how == "SIGKILL":
+        _kill_tree(proc, signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=120)
+        finally:
+            _kill_tree(proc, signal.SIGKILL)
+        assert proc.returncode == 130, err[-2000:]
+    done = len(read_output(out))
+    assert 0 < done < 120, done
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"{done} already done" in r.stdout
+    final = read_output(out)
+    assert final["id"].nunique() == len(final) == 120 and final["error"].isna().all()
+    if kind == "openai":
+        lines = [json.loads(x) for x in open(out / "openai_batch_output.jsonl")]
+        assert [x["custom_id"] for x in lines] == [f"r{i}" for i in range(120)]
