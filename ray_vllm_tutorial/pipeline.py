@@ -83,8 +83,14 @@ def _row_error(row: dict) -> str | None:
 
 class EngineActor:
     "One vLLM engine (its async engine, `AsyncLLM`) in a Ray actor: every row it is handed runs at once, so vLLM's scheduler always has the whole in-flight set to batch."
-    def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
-                 engine_kwargs: dict, progress=None):
+    def __init__(self,
+                 replica: int,  # this engine's number in the job, 0..replicas-1
+                 model: str,  # model name or folder
+                 tensor_parallel_size: int,  # ranks of this engine
+                 device: str,  # "gpu" or "cpu"
+                 sampling: dict,  # the job's SamplingParams defaults (a row's own fields win)
+                 engine_kwargs: dict,  # more vLLM engine arguments
+                 progress=None):  # a `ProgressCounter` to report to
         self.replica, self.sampling, self.progress = replica, dict(sampling), progress
         self.args = (model, tensor_parallel_size, device, dict(engine_kwargs))
 
@@ -196,7 +202,12 @@ def _engine_died(e: Exception) -> bool:
 
 class Dispatcher:
     "The step between Ray Data's reading and writing: each small batch goes to the live engine with the fewest rows in flight; the rows of an engine that dies go to another."
-    def __init__(self, engines: list, starts: list, rows_in_flight: int | None = None, progress=None, attempts: int = 2):
+    def __init__(self,
+                 engines: list,  # the engine actors, replica i at index i
+                 starts: list,  # their `start` results, or refs to them (the dispatcher waits for them)
+                 rows_in_flight: int | None = None,  # most rows one engine holds; None: twice its max_num_seqs
+                 progress=None,  # a `ProgressCounter` to report finished rows to
+                 attempts: int = 2):  # engines a batch may see die before its rows become errors
         self.engines = dict(enumerate(engines))  # replica -> actor handle, live ones only
         self.load = dict.fromkeys(self.engines, 0)  # rows each engine holds now
         self.starts, self.cap = starts, rows_in_flight  # cap None: twice the engines' max_num_seqs, once they say it
@@ -342,7 +353,10 @@ def answer(
                                                      progress=progress))
 
 # %% ../nbs/03_batch_inference.ipynb #333b747b
-def running_over_time(results: pd.DataFrame, step_s: float = 0.01) -> pd.DataFrame:
+def running_over_time(
+    results: pd.DataFrame,  # result rows with `replica`, `started_at`, `finished_at`
+    step_s: float = 0.01,  # time resolution, seconds
+) -> pd.DataFrame:
     "Requests running on each replica over time (from `started_at`/`finished_at`): one column per replica, indexed by seconds since the first start."
     ok = results.dropna(subset=["started_at", "finished_at"])
     t0 = ok["started_at"].min()
@@ -353,7 +367,10 @@ def running_over_time(results: pd.DataFrame, step_s: float = 0.01) -> pd.DataFra
         cols[f"replica {r}"] = [int(((s <= t) & (f > t)).sum()) for t in grid]
     return pd.DataFrame(cols, index=grid)
 
-def plot_timeline(runs: dict[str, pd.DataFrame], path: str | os.PathLike | None = None):
+def plot_timeline(
+    runs: dict[str, pd.DataFrame],  # panel title -> result rows (as `read_output` or `answer` give them)
+    path: str | os.PathLike | None = None,  # write a PNG here too
+):
     "One panel per run (`{title: results}`): requests running on each engine over time; saved to `path` if given."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(9, 2.4 * len(runs)))
@@ -371,7 +388,11 @@ def plot_timeline(runs: dict[str, pd.DataFrame], path: str | os.PathLike | None 
     return fig
 
 # %% ../nbs/03_batch_inference.ipynb #44cfe49e
-def check_resources(replicas: int, tensor_parallel_size: int, device: str) -> dict:
+def check_resources(
+    replicas: int,  # engines wanted
+    tensor_parallel_size: int,  # devices per engine, all on one node
+    device: str,  # "gpu" or "cpu"
+) -> dict:
     "Check that the running Ray cluster can hold `replicas` engines of `tensor_parallel_size` devices; raise if not."
     replicas = check_positive_int(replicas, "replicas")
     tp = check_positive_int(tensor_parallel_size, "tensor_parallel_size")
@@ -444,7 +465,13 @@ def cluster_gpus() -> dict:
         pass
     return dict(nodes=nodes, n_gpus=sum(nodes), gpus_per_node=max(nodes, default=0), gpu_memory_gb=mem)
 
-def plan_for(model: str | None, n_gpus: int | None, gpus_per_node, gpu_memory_gb: float, **kw) -> dict:
+def plan_for(
+    model: str | None,  # model name, path or shipped config name; None: the embedded tiny model
+    n_gpus: int | None,  # GPUs in all (None: the sum of a `gpus_per_node` list)
+    gpus_per_node,  # GPUs on every node, or one count per node ([8, 8, 4])
+    gpu_memory_gb: float,  # memory of one GPU, GiB
+    **kw,  # more `planner.plan` arguments (max_model_len, ...)
+) -> dict:
     "`planner.plan` for a model name, path or shipped config name (`gpus_per_node`: a count, or one per node)."
     from ray_vllm_tutorial.chat import load_model_config
     from ray_vllm_tutorial.planner import load_config, plan, shipped_configs
