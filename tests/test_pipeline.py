@@ -389,3 +389,29 @@ def test_cli_dry_run_resumes_after_kill_for_every_kind(tmp_path, kind, how):
     if kind == "openai":
         lines = [json.loads(x) for x in open(out / "openai_batch_output.jsonl")]
         assert [x["custom_id"] for x in lines] == [f"r{i}" for i in range(120)]
+
+
+def test_sigkill_of_the_cli_leaves_no_ray_process(tmp_path):
+    """SIGKILL of the CLI's own process only (no process group): what it started (its private Ray, the engines)
+    is gone within seconds, not minutes; only PIDs we saw it start are checked and, at the end, killed."""
+    import psutil
+    inp, out = _write_jsonl(tmp_path / "in.jsonl", _rows_of_kind("prompt", 120)), tmp_path / "out"
+    cmd = [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp),
+           str(out), "--dry-run", "--engine-arg", 'echo={"token_s": 0.05}', "--batch-size", "4", "--rows-in-flight", "4",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while time.time() - t0 < 120 and not list(out.glob("rvt-part-*")):
+        time.sleep(0.1)
+    started = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+    assert len(started) >= 3, started  # Ray's own processes, the engines, the watchdog
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    alive = started
+    while time.time() < deadline and alive:
+        time.sleep(0.5)
+        alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in alive:  # clean up what the check found, by PID, before failing
+        p.kill()
+    assert not alive, [(p.pid, p.name()) for p in alive]
