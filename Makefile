@@ -56,3 +56,4 @@ export: $(VENV)/.dev
 
 readme: $(VENV)/.dev
 	@$(VENV)/bin/jupyter nbconvert --to markdown --no-input nbs/index.ipynb --output-dir . --output README --log-level WARN
+	@sed -E -i 's#\]\(([0-9][0-9a-z_]*\.ipynb)\)#](nbs/\1)#g' README.md  # lesson links: the notebooks live in nbs/
