@@ -84,6 +84,7 @@ def test_api_reference_lists_exports(site, browser):
     browser.get(f"{base}/api.html")
     text = browser.find_element("tag name", "main").text
     for name in ["init_ray", "tp_placement_group", "ensure_tiny_model", "make_llm", "parse_outputs",
-                 "ColumnParallelLinear", "RowParallelLinear", "valid_tp_sizes", "plan", "run_batch"]:
+                 "ColumnParallelLinear", "RowParallelLinear", "valid_tp_sizes", "plan", "run_batch", "EngineActor",
+                 "Dispatcher", "engines_scope", "normalize_requests", "read_output", "claim_output"]:
         assert name in text, name
-    assert "Run every request of `input`" in text or "Run every request of" in text
+    assert "Answer every request of `input`" in text
