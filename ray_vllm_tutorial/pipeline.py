@@ -213,14 +213,18 @@ class Dispatcher:
         self.load = dict.fromkeys(self.engines, 0)  # rows each engine holds now
         self.starts, self.cap = starts, rows_in_flight  # cap None: twice the engines' max_num_seqs, once they say it
         self.progress, self.attempts = progress, attempts
-        self.room = None  # an asyncio.Condition, made in the event loop Ray Data runs us in
+        self.room = self.sized = None  # an asyncio.Condition and Task, made in the event loop Ray Data runs us in
 
-    async def _ready(self) -> None:
+    async def _size(self) -> None:
         "Wait for the engines' starts (Ray Data starts us while they load) and size each engine's share."
-        if self.room is None:
-            self.room = asyncio.Condition()
         sizes = [await s if isinstance(s, ray.ObjectRef) else s for s in self.starts]
         self.cap = self.cap or 2 * min(s["max_num_seqs"] for s in sizes)
+
+    async def _ready(self) -> None:
+        "Sized once: the first batch starts `_size`, every batch (the first ones too) waits for it."
+        if self.sized is None:
+            self.room, self.sized = asyncio.Condition(), asyncio.ensure_future(self._size())
+        await self.sized
 
     async def _acquire(self, n: int) -> int:
         "The least-loaded live engine with room for `n` more rows (waits for room); `EnginesDied` when none is left."

@@ -13,7 +13,7 @@ import ray
 
 from ray_vllm_tutorial.models import tiny_corpus
 from ray_vllm_tutorial.cluster import init_ray, placement_groups
-from ray_vllm_tutorial.inputs import InputError, normalize_requests, read_table
+from ray_vllm_tutorial.inputs import InputError, normalize_requests
 from ray_vllm_tutorial.outputs import read_output
 from ray_vllm_tutorial.pipeline import EchoEngine, EnginesDied, run_batch
 
@@ -46,6 +46,22 @@ def _kill_tree(proc, sig):
         except ProcessLookupError:
             pass
     proc.wait()
+
+
+def _cli(inp, out, *args):
+    "The `ray-vllm-batch` command line for `inp` -> `out` with more `args`."
+    return [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp),
+            str(out), *args]
+
+
+def _ctrl_c(proc, timeout=120) -> str:
+    "SIGINT to the job's process group, as a terminal sends it; its stderr once it ended (anything left: killed by PID)."
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        _kill_tree(proc, signal.SIGKILL)
+    return err
 
 
 def _assert_no_ray_left():
@@ -170,8 +186,7 @@ def test_resume_after_kill(tmp_path):
     rows = [{"id": f"k{i:03d}", "messages": _messages(i)} for i in range(240)]
     inp = _write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp), str(out),
-           "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress"]
+    cmd = _cli(inp, out, "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress")
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()
     while time.time() - t0 < 300 and len(list(out.glob("*.parquet"))) < 3:
@@ -193,17 +208,12 @@ def test_ctrl_c_exits_130_and_resumes(tmp_path):
     rows = [{"id": f"c{i:03d}", "messages": _messages(i)} for i in range(160)]
     inp = _write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp), str(out),
-           "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress"]
+    cmd = _cli(inp, out, "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress")
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while time.time() - t0 < 300 and not list(out.glob("*.parquet")):
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=120)
-    finally:
-        _kill_tree(proc, signal.SIGKILL)
+    err = _ctrl_c(proc)
     assert proc.returncode == 130, err[-3000:]
     assert "interrupted; placement groups removed. Re-run the same command to resume." in err
     done = len(read_output(out))
@@ -350,6 +360,10 @@ def test_resume_every_input_kind(tmp_path, kind):
         assert [x["custom_id"] for x in lines] == [f"r{i}" for i in range(12)]  # one line each, input order
 
 
+DRY_RUN = ["--dry-run", "--engine-arg", 'echo={"token_s": 0.05}', "--batch-size", "4", "--rows-in-flight", "4",
+           "--no-progress"]  # EchoEngine, slowed down so that a job can be stopped halfway
+
+
 def _rows_of_kind(kind, n):
     texts = [" ".join(["w"] * (3 + i % 4)) for i in range(n)]
     if kind == "prompt":
@@ -363,9 +377,7 @@ def _rows_of_kind(kind, n):
 def test_cli_dry_run_resumes_after_kill_for_every_kind(tmp_path, kind, how):
     """`ray-vllm-batch --dry-run` (EchoEngine, no model) killed mid-job, then re-run: every id exactly once."""
     inp, out = _write_jsonl(tmp_path / "in.jsonl", _rows_of_kind(kind, 120)), tmp_path / "out"
-    cmd = [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp),
-           str(out), "--dry-run", "--engine-arg", 'echo={"token_s": 0.05}', "--batch-size", "4", "--rows-in-flight", "4",
-           "--no-progress"]
+    cmd = _cli(inp, out, *DRY_RUN)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while time.time() - t0 < 120 and len(list(out.glob("rvt-part-*"))) < 2:
@@ -373,11 +385,7 @@ def test_cli_dry_run_resumes_after_kill_for_every_kind(tmp_path, kind, how):
     if how == "SIGKILL":
         _kill_tree(proc, signal.SIGKILL)
     else:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=120)
-        finally:
-            _kill_tree(proc, signal.SIGKILL)
+        err = _ctrl_c(proc)
         assert proc.returncode == 130, err[-2000:]
     done = len(read_output(out))
     assert 0 < done < 120, done
@@ -396,9 +404,7 @@ def test_sigkill_of_the_cli_leaves_no_ray_process(tmp_path):
     is gone within seconds, not minutes; only PIDs we saw it start are checked and, at the end, killed."""
     import psutil
     inp, out = _write_jsonl(tmp_path / "in.jsonl", _rows_of_kind("prompt", 120)), tmp_path / "out"
-    cmd = [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp),
-           str(out), "--dry-run", "--engine-arg", 'echo={"token_s": 0.05}', "--batch-size", "4", "--rows-in-flight", "4",
-           "--no-progress"]
+    cmd = _cli(inp, out, *DRY_RUN)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()
     while time.time() - t0 < 120 and not list(out.glob("rvt-part-*")):
