@@ -21,7 +21,7 @@ __all__ = ['TINY_MODEL', 'TINY_VERSION', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'tin
 
 # %% ../nbs/00b_tiny_model.ipynb #3514fbb2
 TINY_MODEL = "tiny-chat"  # the name that selects the embedded model anywhere a model name is accepted
-TINY_VERSION = 1  # bump when the recipe changes: the cache folder name includes it
+TINY_VERSION = 1  # bump when the way the model is built changes: the cache folder name includes it
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
@@ -100,6 +100,18 @@ def train_tiny_model(model, tok, steps: int = 150, batch_size: int = 32, lr: flo
     finally:
         torch.set_num_threads(threads)
 
+def _save_quietly(model, path: Path) -> None:
+    "`save_pretrained` without transformers' 'Writing model shards' progress bar (one shard: it says nothing)."
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path, safe_serialization=True)
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
 def build_tiny_model(path: str | os.PathLike, seed: int = 0, steps: int = 150) -> Path:
     "Write the tiny chat model (tokenizer, config, seeded and briefly trained weights) into the folder `path`."
     import torch
@@ -113,7 +125,7 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, steps: int = 150) -
         torch.manual_seed(seed)
         model = Qwen2ForCausalLM(tiny_config(len(tok)))
         losses = train_tiny_model(model, tok, steps=steps, seed=seed)
-    model.save_pretrained(path, safe_serialization=True)
+    _save_quietly(model, path)
     (path / "training_log.json").write_text(json.dumps({"steps": steps, "seed": seed, "loss": losses}))
     (path / "MANIFEST.json").write_text(json.dumps(file_hashes(path), indent=1, sort_keys=True))
     return path
