@@ -1,4 +1,4 @@
-"""`LLM`, `SamplingParams`, `chat` vs `generate`, `finish_reason` and determinism — on the tiny model the package builds itself, on CPU.
+"""`LLM`, `SamplingParams`, `chat` vs `generate`, `finish_reason` and determinism — three lines first, then what each one does.
 
 Docs: https://ray-vllm-tutorial.github.io/ray_vllm_tutorial/vllm_chat.html.md"""
 
@@ -16,8 +16,28 @@ from .cluster import check_positive_int
 from .models import resolve_model
 
 # %% auto #0
-__all__ = ['tp_problems', 'check_tensor_parallel', 'detect_device', 'load_model_config', 'engine_kwargs', 'make_llm',
-           'parse_outputs']
+__all__ = ['parse_outputs', 'tp_problems', 'check_tensor_parallel', 'detect_device', 'load_model_config', 'engine_kwargs',
+           'make_llm']
+
+# %% ../nbs/01_vllm_chat.ipynb #7809ba03
+def parse_outputs(
+    request_outputs: Sequence[Any],  # what `LLM.chat` / `LLM.generate` returned
+    all_samples: bool | None = None,  # add list columns with every sample; default: when any request has n > 1
+) -> dict[str, list]:
+    "Columns from vLLM outputs: sample 0's text and finish_reason, prompt/output token counts, and all samples if n > 1."
+    outs = list(request_outputs)
+    if all_samples is None:
+        all_samples = any(len(o.outputs) > 1 for o in outs)
+    cols: dict[str, list] = dict(
+        generated_text=[o.outputs[0].text for o in outs],
+        finish_reason=[o.outputs[0].finish_reason for o in outs],
+        prompt_tokens=[len(o.prompt_token_ids or []) for o in outs],
+        output_tokens=[sum(len(c.token_ids) for c in o.outputs) for o in outs],  # all samples: what the GPU made
+    )
+    if all_samples:
+        cols["generated_texts"] = [[c.text for c in o.outputs] for o in outs]
+        cols["finish_reasons"] = [[c.finish_reason for c in o.outputs] for o in outs]
+    return cols
 
 # %% ../nbs/01_vllm_chat.ipynb #5a7eb34f
 def tp_problems(
@@ -27,7 +47,8 @@ def tp_problems(
     "What `tp` breaks when it shards this model, one phrase per broken rule; an empty list when `tp` is valid."
     heads = config.get("num_attention_heads")
     kv, ff = config.get("num_key_value_heads") or heads, config.get("intermediate_size")
-    # the vocabulary needs no rule: vLLM pads the embedding to a multiple of 64 x TP
+    # not checked: the vocabulary. vLLM pads it to a multiple of 64, then gives each rank padded/tp rows, so tp
+    # must divide the padded size; every power of two up to 64 does
     broken = []
     if heads and heads % tp:
         broken.append(f"does not divide the {heads} attention heads")
@@ -133,23 +154,3 @@ def make_llm(
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_thread_binding(tensor_parallel_size))
     from vllm import LLM
     return LLM(**kw)
-
-# %% ../nbs/01_vllm_chat.ipynb #7809ba03
-def parse_outputs(
-    request_outputs: Sequence[Any],  # what `LLM.chat` / `LLM.generate` returned
-    all_samples: bool | None = None,  # add list columns with every sample; default: when any request has n > 1
-) -> dict[str, list]:
-    "Columns from vLLM outputs: sample 0's text and finish_reason, prompt/output token counts, and all samples if n > 1."
-    outs = list(request_outputs)
-    if all_samples is None:
-        all_samples = any(len(o.outputs) > 1 for o in outs)
-    cols: dict[str, list] = dict(
-        generated_text=[o.outputs[0].text for o in outs],
-        finish_reason=[o.outputs[0].finish_reason for o in outs],
-        prompt_tokens=[len(o.prompt_token_ids or []) for o in outs],
-        output_tokens=[sum(len(c.token_ids) for c in o.outputs) for o in outs],  # all samples: what the GPU made
-    )
-    if all_samples:
-        cols["generated_texts"] = [[c.text for c in o.outputs] for o in outs]
-        cols["finish_reasons"] = [[c.finish_reason for c in o.outputs] for o in outs]
-    return cols
