@@ -19,7 +19,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 # %% auto #0
 __all__ = ['Device', 'init_ray', 'local_cluster', 'check_positive_int', 'tp_bundles', 'tp_placement_group',
-           'placement_group_scope', 'placement_groups', 'draw_cluster', 'demo', 'demo_cli']
+           'placement_group_scope', 'placement_groups', 'draw_cluster', 'demo', 'demo_cli', 'cluster_gpus',
+           'reap_on_exit']
 
 # %% ../nbs/00_ray_core.ipynb #f25812dd
 def init_ray(
@@ -220,3 +221,45 @@ def demo_cli() -> None:
     "Command-line entry point for `demo`."
     for k, v in demo().items():
         print(f"{k}: {v}")
+
+# %% ../nbs/00_ray_core.ipynb #2d3d8a58
+def cluster_gpus() -> dict:
+    "GPUs of the running Ray cluster: per node, in all, most on one node, and memory per GPU (GiB) as torch sees it here (None when this process sees no GPU)."
+    nodes = [int(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n["Alive"]]
+    mem = None
+    try:
+        import torch
+        if torch.cuda.is_available():
+            mem = torch.cuda.get_device_properties(0).total_memory / 2**30
+    except ImportError:
+        pass
+    return dict(nodes=nodes, n_gpus=sum(nodes), gpus_per_node=max(nodes, default=0), gpu_memory_gb=mem)
+
+# %% ../nbs/00_ray_core.ipynb #9f79946d
+import subprocess
+import sys
+
+_REAPER = """
+import os, sys, time, psutil
+driver, me, known = psutil.Process(int(sys.argv[1])), os.getpid(), {}
+while True:  # note what the driver started (Ray's processes) while it lives
+    try:
+        known |= {p.pid: p.create_time() for p in driver.children(recursive=True) if p.pid != me}
+    except psutil.NoSuchProcess:
+        break
+    if driver.status() == psutil.STATUS_ZOMBIE:
+        break
+    time.sleep(1)
+for pid, created in known.items():  # the driver died without cleaning up: end what it started, by PID
+    try:
+        p = psutil.Process(pid)
+        if p.create_time() == created:
+            p.kill()
+    except psutil.Error:
+        pass
+"""
+
+def reap_on_exit() -> subprocess.Popen:
+    "Start a watchdog process: if this process is killed outright (SIGKILL), it ends the processes this one started (a private Ray's), by PID, at once rather than minutes later. Kill the watchdog on a clean exit."
+    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -15,26 +15,26 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import pandas as pd
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from .cluster import check_positive_int, init_ray, tp_placement_group
 from .chat import _cpu_thread_binding, detect_device, engine_kwargs as vllm_engine_kwargs, parse_outputs
-from .inputs import InputError, normalize_requests, read_table, row_sampling
+from .cluster import check_positive_int, init_ray, reap_on_exit, tp_placement_group
+from .inputs import normalize_requests, read_table, row_sampling
 from .models import resolve_model
-from .planner import engines_that_fit
 from .outputs import (_error_kind, claim_output, input_fingerprint, part_filename_provider, quarantined,
-                                      read_output, write_openai_output)
+                      read_output, write_openai_output)
+from .planner import check_resources, planned_layout
+from .progress import ProgressCounter, plot_summary, progress_loop, quiet_ray_data
 
 # what an engine adds to each row: sample 0, every sample (n > 1), token counts, error, when it ran
 ANSWER_COLUMNS = ["generated_text", "finish_reason", "generated_texts", "finish_reasons", "prompt_tokens",
@@ -44,37 +44,14 @@ DEFAULT_BATCH_SIZE = 32  # rows per hand-off to an engine: small, so the dispatc
 PLACEMENT_TIMEOUT_S = 120  # how long an engine's placement group may take to be placed
 MAX_NUM_SEQS_HINT = 1024  # the most sequences vLLM schedules by default (an H100): sizes the queue before engines say
 ENGINE_START_TIMEOUT_S = 1800  # how long the engines may take to start (a first torch.compile on a GPU takes minutes)
+WARM_UP = [{"role": "user", "content": "warm up"}]  # the one tiny request every engine answers before it is ready
+WARM_UP_MAX_TOKENS = 4
 
 # %% auto #0
 __all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'PLACEMENT_TIMEOUT_S', 'MAX_NUM_SEQS_HINT',
-           'ENGINE_START_TIMEOUT_S', 'ProgressCounter', 'EngineActor', 'EchoEngine', 'EnginesDied', 'Dispatcher',
-           'engines_scope', 'start_engines', 'answer', 'running_over_time', 'plot_timeline', 'check_resources',
-           'Summary', 'cluster_gpus', 'plan_for', 'run_batch', 'plot_summary', 'sample_prompts_path', 'build_parser',
-           'main']
-
-# %% ../nbs/03_batch_inference.ipynb #cad325be
-@ray.remote(num_cpus=0)
-class ProgressCounter:
-    "A tiny actor the engines and the dispatcher report to, so the driver can draw one display for all replicas."
-    def __init__(self, replicas: int = 1):
-        self.ready_at: list = [None] * replicas  # when each engine finished starting
-        self.rows, self.tokens = [0] * replicas, [0] * replicas
-        self.dead: list[int] = []
-        self.last_done: float | None = None
-    def ready(self, replica: int, t: float) -> None:
-        "Engine `replica` finished starting at time `t`."
-        self.ready_at[replica] = t
-    def add(self, replica: int, rows: int, tokens: int, t: float) -> None:
-        "Engine `replica` answered `rows` rows with `tokens` output tokens, the last at time `t`."
-        self.rows[replica] += rows
-        self.tokens[replica] += tokens
-        self.last_done = t if self.last_done is None else max(self.last_done, t)
-    def died(self, replica: int) -> None:
-        "Engine `replica` died; the dispatcher sends its rows elsewhere."
-        self.dead.append(replica)
-    def get(self) -> dict:
-        "Everything reported so far."
-        return dict(ready_at=self.ready_at, rows=self.rows, tokens=self.tokens, dead=self.dead, last_done=self.last_done)
+           'ENGINE_START_TIMEOUT_S', 'WARM_UP', 'WARM_UP_MAX_TOKENS', 'ECHO_SIZES', 'ECHO_TOKEN_S', 'EngineActor',
+           'EchoEngine', 'EnginesDied', 'Dispatcher', 'engines_scope', 'start_engines', 'batch_plan', 'answer',
+           'Summary', 'run_batch', 'sample_prompts_path']
 
 # %% ../nbs/03_batch_inference.ipynb #4f7bdbea
 def _row_error(row: dict) -> str | None:
@@ -96,24 +73,22 @@ class EngineActor:
         self.args = (model, tensor_parallel_size, device, dict(engine_kwargs))
 
     async def start(self) -> dict:
-        "Build the engine, answer one tiny request (lazy kernel compilation counts as start-up); return its sizes."
+        "Build the engine, answer `WARM_UP` (lazy kernel compilation counts as start-up); return its sizes."
         from vllm import AsyncEngineArgs, SamplingParams
         from vllm.sampling_params import RequestOutputKind
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
         model, tp, device, extra = self.args
-        self.final = FINAL = RequestOutputKind.FINAL_ONLY  # one output per request, not one per token
+        self.final = RequestOutputKind.FINAL_ONLY  # one output per request, not one per token
         if device == "cpu" and tp > 1:  # each rank its own cores, as `make_llm` does
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_thread_binding(tp))
         kw = dict(disable_log_stats=True) | vllm_engine_kwargs(model, tp, device, **extra)
-        # LLM_CLASS: the scheduler sizes `vllm.LLM` picks (on an H100: 1024 sequences, 16384 tokens a step),
-        # not the smaller server ones the async engine takes by default.
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kw), usage_context=UsageContext.LLM_CLASS)
         tok = self.engine.get_tokenizer()
         self.tok = await tok if inspect.isawaitable(tok) else tok
         cfg = self.engine.vllm_config
         self.max_len = cfg.model_config.max_model_len
-        await self._generate([{"role": "user", "content": "warm up"}], SamplingParams(max_tokens=4, output_kind=FINAL))
+        await self._generate(WARM_UP, SamplingParams(max_tokens=WARM_UP_MAX_TOKENS, output_kind=self.final))
         if self.progress is not None:
             self.progress.ready.remote(self.replica, time.time())
         return dict(replica=self.replica, max_num_seqs=cfg.scheduler_config.max_num_seqs,
@@ -158,13 +133,16 @@ class EngineActor:
         return list(await asyncio.gather(*(self._answer(r) for r in rows)))
 
 # %% ../nbs/03_batch_inference.ipynb #1a43c59d
+ECHO_SIZES = dict(max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=2048)  # what `EchoEngine.start` reports
+ECHO_TOKEN_S = 0.005  # seconds per echoed word, unless `engine_kwargs["echo"]["token_s"]` says otherwise
+
 class EchoEngine:
     "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds; it can die after `die_after` rows (fault drills) or hold its rows forever (`hang`). For tests and dry runs."
     def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
                  engine_kwargs: dict, progress=None):
         self.replica, self.sampling, self.progress = replica, dict(sampling), progress
         opts = engine_kwargs.get("echo", {})  # e.g. {"token_s": 0.01, "die_after": {0: 20}, "hang": False}
-        self.token_s, self.hang = opts.get("token_s", 0.005), opts.get("hang", False)
+        self.token_s, self.hang = opts.get("token_s", ECHO_TOKEN_S), opts.get("hang", False)
         self.die_after = {int(k): v for k, v in opts.get("die_after", {}).items()}.get(replica)
         self.answered = 0
 
@@ -172,7 +150,7 @@ class EchoEngine:
         "Ready at once."
         if self.progress is not None:
             self.progress.ready.remote(self.replica, time.time())
-        return dict(replica=self.replica, max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=2048)
+        return dict(replica=self.replica, **ECHO_SIZES)
 
     async def _answer(self, row: dict) -> dict:
         if _row_error(row):
@@ -310,6 +288,18 @@ def engines_scope(
         for pg in pgs:
             ray.util.remove_placement_group(pg)
 
+# %% ../nbs/03_batch_inference.ipynb #070eec21
+def _raise_start_failure(starts: list) -> None:
+    "If one of the engines' `start` calls (refs) has failed, raise what it failed with, plainly; else return."
+    done, _ = ray.wait(starts, num_returns=len(starts), timeout=0)
+    for ref in done:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            raise RuntimeError(f"an engine failed to start: {type(e.cause).__name__}: {e.cause}") from None
+        except ray.exceptions.RayActorError as e:
+            raise RuntimeError(f"an engine died while starting: {e}") from None
+
 def start_engines(
     engines: list,  # actors from `engines_scope`
     timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long they may take together
@@ -324,16 +314,16 @@ def start_engines(
         _raise_start_failure(starts)
         raise
 
-def _raise_start_failure(starts: list) -> None:
-    "If one of the engines' `start` calls (refs) has failed, raise what it failed with, plainly; else return."
-    done, _ = ray.wait(starts, num_returns=len(starts), timeout=0)
-    for ref in done:
-        try:
-            ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            raise RuntimeError(f"an engine failed to start: {type(e.cause).__name__}: {e.cause}") from None
-        except ray.exceptions.RayActorError as e:
-            raise RuntimeError(f"an engine died while starting: {e}") from None
+# %% ../nbs/03_batch_inference.ipynb #634f1214
+def batch_plan(
+    rows: int,  # request rows in the job
+    engines: int,  # engines answering them
+    batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine
+    rows_in_flight: int = 2 * MAX_NUM_SEQS_HINT,  # most rows one engine holds at once
+) -> tuple[int, int]:
+    "Rows per batch (at most `batch_size` and `rows_in_flight`, and small enough for two batches per engine) and how many batches may wait at the dispatcher (enough to fill every engine)."
+    bs = max(1, min(batch_size, rows_in_flight, math.ceil(rows / (2 * engines))))
+    return bs, engines * max(1, rows_in_flight // bs)
 
 # %% ../nbs/03_batch_inference.ipynb #1fa7ba4b
 def answer(
@@ -347,75 +337,13 @@ def answer(
     "A Ray Data stream of `requests` with their answers: small batches through one `Dispatcher` that keeps every engine full."
     known = [s for s in starts if isinstance(s, dict)]
     cap = rows_in_flight or 2 * min((s["max_num_seqs"] for s in known), default=MAX_NUM_SEQS_HINT)
-    # small batches, at least two per engine, so a short job still reaches every engine
-    bs = max(1, min(batch_size, cap, math.ceil(len(requests) / (2 * len(engines)))))
-    in_flight = len(engines) * max(1, cap // bs)  # batches waiting at the dispatcher: enough to fill every engine
+    bs, in_flight = batch_plan(len(requests), len(engines), batch_size, cap)
     ds = ray.data.from_pandas([requests.iloc[i:i + bs] for i in range(0, len(requests), bs)])
     pool = ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=in_flight,
                                       max_concurrent_calls_per_actor=in_flight)
     return ds.map_batches(Dispatcher, batch_size=bs, batch_format="pandas", num_cpus=0, compute=pool,
                           fn_constructor_kwargs=dict(engines=engines, starts=starts, rows_in_flight=rows_in_flight,
                                                      progress=progress))
-
-# %% ../nbs/03_batch_inference.ipynb #333b747b
-def running_over_time(
-    results: pd.DataFrame,  # result rows with `replica`, `started_at`, `finished_at`
-    step_s: float = 0.01,  # time resolution, seconds
-) -> pd.DataFrame:
-    "Requests running on each replica over time (from `started_at`/`finished_at`): one column per replica, indexed by seconds since the first start."
-    ok = results.dropna(subset=["started_at", "finished_at"])
-    t0 = ok["started_at"].min()
-    grid = pd.Index(pd.RangeIndex(0, int((ok["finished_at"].max() - t0) / step_s) + 2) * step_s, name="s")
-    cols = {}
-    for r, g in ok.groupby("replica"):
-        s, f = (g["started_at"] - t0).to_numpy(), (g["finished_at"] - t0).to_numpy()
-        cols[f"replica {r}"] = [int(((s <= t) & (f > t)).sum()) for t in grid]
-    return pd.DataFrame(cols, index=grid)
-
-def plot_timeline(
-    runs: dict[str, pd.DataFrame],  # panel title -> result rows (as `read_output` or `answer` give them)
-    path: str | os.PathLike | None = None,  # write a PNG here too
-):
-    "One panel per run (`{title: results}`): requests running on each engine over time; saved to `path` if given."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(9, 2.4 * len(runs)))
-    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (title, res) in zip(axes, runs.items()):
-        df = running_over_time(res)
-        for c in df:
-            ax.step(df.index, df[c], where="post", label=c)
-        ax.set_title(title, fontsize=10); ax.set_ylabel("requests running")
-        ax.legend(loc="upper right", fontsize=8)
-    axes[-1].set_xlabel("seconds since the first request started")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
-
-# %% ../nbs/03_batch_inference.ipynb #44cfe49e
-def check_resources(
-    replicas: int,  # engines wanted
-    tensor_parallel_size: int,  # devices per engine, all on one node
-    device: str,  # "gpu" or "cpu"
-) -> dict:
-    "Check that the running Ray cluster can hold `replicas` engines of `tensor_parallel_size` devices; raise if not."
-    replicas = check_positive_int(replicas, "replicas")
-    tp = check_positive_int(tensor_parallel_size, "tensor_parallel_size")
-    need, total = replicas * tp, ray.cluster_resources()
-    if device == "gpu":
-        per_node, have = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]], total.get("GPU", 0)
-        if have < need:
-            raise RuntimeError(f"{replicas} replicas x tensor_parallel_size {tp} = {need} GPUs needed, "
-                               f"the cluster has {have:g}: missing {need - have:g} GPUs")
-        fits = engines_that_fit(per_node, tp)
-        if fits < replicas:
-            raise RuntimeError(f"each engine needs {tp} GPUs on one node (STRICT_PACK), but the nodes have "
-                               f"{sorted(per_node, reverse=True)} GPUs: only {fits} of {replicas} engines fit")
-    need_cpu = need + 1  # one CPU per rank, plus one left for Ray Data's read/write tasks
-    if total.get("CPU", 0) < need_cpu:
-        raise RuntimeError(f"{replicas} replicas x tensor_parallel_size {tp} need {need_cpu} CPUs "
-                           f"(one per rank + one for writing results), the cluster has {total.get('CPU', 0):g}")
-    return dict(devices=need, cpus=need_cpu)
 
 # %% ../nbs/03_batch_inference.ipynb #c8bac668
 @dataclasses.dataclass
@@ -457,123 +385,7 @@ class Summary:
             lines.append(f"OpenAI batch output: {self.openai_output}")
         return "\n".join(lines)
 
-# %% ../nbs/03_batch_inference.ipynb #2d2fc00a
-def cluster_gpus() -> dict:
-    "GPUs of the running Ray cluster: per node, in all, most on one node, and memory per GPU (GiB) as torch sees it here (None when this process sees no GPU)."
-    nodes = [int(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n["Alive"]]
-    mem = None
-    try:
-        import torch
-        if torch.cuda.is_available():
-            mem = torch.cuda.get_device_properties(0).total_memory / 2**30
-    except ImportError:
-        pass
-    return dict(nodes=nodes, n_gpus=sum(nodes), gpus_per_node=max(nodes, default=0), gpu_memory_gb=mem)
-
-def plan_for(
-    model: str | None,  # model name, path or shipped config name; None: the embedded tiny model
-    n_gpus: int | None,  # GPUs in all (None: the sum of a `gpus_per_node` list)
-    gpus_per_node,  # GPUs on every node, or one count per node ([8, 8, 4])
-    gpu_memory_gb: float,  # memory of one GPU, GiB
-    **kw,  # more `planner.plan` arguments (max_model_len, ...)
-) -> dict:
-    "`planner.plan` for a model name, path or shipped config name (`gpus_per_node`: a count, or one per node)."
-    from ray_vllm_tutorial.chat import load_model_config
-    from ray_vllm_tutorial.planner import load_config, plan, shipped_configs
-    cfg = load_config(model) if model in shipped_configs() else load_model_config(resolve_model(model))
-    if cfg is None:
-        raise ValueError(f"cannot read the config of {model!r} to plan: pass tensor_parallel_size and replicas")
-    return plan(cfg, n_gpus, gpus_per_node, gpu_memory_gb, **kw)
-
-def _planned_layout(model, device: str, replicas: int | None, tp: int | None) -> tuple[int, int]:
-    "Replicas and TP when the user left them unset: the planner's choice on GPUs (engines counted node by node), 1 x 1 on CPU."
-    if device != "gpu":
-        return replicas or 1, tp or 1
-    g = cluster_gpus()
-    if tp is None:
-        if g["gpu_memory_gb"] is None:
-            raise RuntimeError("cannot plan a layout: this process sees no GPU to read its memory from; "
-                               "pass tensor_parallel_size (and replicas)")
-        tp = plan_for(model, None, g["nodes"], g["gpu_memory_gb"])["tensor_parallel_size"]
-    return replicas or max(1, engines_that_fit(g["nodes"], tp)), tp
-
-# %% ../nbs/03_batch_inference.ipynb #5e0c2a7d
-def _progress_loop(counter, total: int, stop: threading.Event, t0: float) -> None:
-    "The driver's display: engines ready k/N while they start, then rows done / total, output tokens/s and each replica's share."
-    from tqdm.auto import tqdm
-    s = ray.get(counter.get.remote())
-    n = len(s["ready_at"])
-    bar = tqdm(total=n, desc="starting engines", dynamic_ncols=True, bar_format="{desc}: {n}/{total} ready [{elapsed}]")
-    starting = True
-    def show(final: bool = False):
-        nonlocal bar, starting
-        s = ray.get(counter.get.remote())
-        ready = [t for t in s["ready_at"] if t is not None]
-        if starting:
-            if bar.n != len(ready) or sys.stderr.isatty():  # a log file gets one line per change, a terminal a clock
-                bar.n = len(ready)
-                bar.refresh()
-            if len(ready) < n and not sum(s["rows"]) and not final:
-                return
-            bar.close()
-            bar, starting = tqdm(total=total, desc="generating", unit="row", dynamic_ncols=True), False
-        done, end = sum(s["rows"]), (s["last_done"] if final and s["last_done"] else time.time())
-        shares = " ".join(f"r{i} {r / max(done, 1):.0%}" + (" dead" if i in s["dead"] else "")
-                          for i, r in enumerate(s["rows"]))
-        bar.n = done
-        bar.set_postfix_str(f"{sum(s['tokens']) / max(end - min(ready, default=t0), 1e-9):.0f} tok/s | {shares}",
-                            refresh=False)
-        bar.refresh()
-    try:
-        while not stop.wait(0.5):
-            show()
-        show(final=True)  # the final count: a short job may finish between two looks
-    finally:
-        bar.close()
-
-@contextlib.contextmanager
-def _quiet_ray_data(quiet: bool = True):
-    "While it lasts (when `quiet`): no Ray Data progress log or INFO lines; our own display and summary tell the story."
-    if not quiet:
-        yield
-        return
-    ctx, log = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
-    saved = ctx.enable_progress_bars, log.level
-    ctx.enable_progress_bars = False  # a Dataset copies the context when created: wrap its creation
-    log.setLevel(logging.CRITICAL)  # a failed job is explained by our own error
-    try:
-        yield
-    finally:
-        ctx.enable_progress_bars = saved[0]
-        log.setLevel(saved[1])
-
-# %% ../nbs/03_batch_inference.ipynb #6bd9dfd7
-_REAPER = """
-import os, sys, time, psutil
-driver, me, known = psutil.Process(int(sys.argv[1])), os.getpid(), {}
-while True:  # note what the driver started (Ray's processes) while it lives
-    try:
-        known |= {p.pid: p.create_time() for p in driver.children(recursive=True) if p.pid != me}
-    except psutil.NoSuchProcess:
-        break
-    if driver.status() == psutil.STATUS_ZOMBIE:
-        break
-    time.sleep(1)
-for pid, created in known.items():  # the driver died without cleaning up: end what it started, by PID
-    try:
-        p = psutil.Process(pid)
-        if p.create_time() == created:
-            p.kill()
-    except psutil.Error:
-        pass
-"""
-
-def _reaper() -> subprocess.Popen:
-    "A watchdog process: if this process is killed outright (SIGKILL), it ends the processes this one started (the private Ray's), by PID, at once rather than minutes later."
-    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], start_new_session=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-# %% ../nbs/03_batch_inference.ipynb #552b7f0b
+# %% ../nbs/03_batch_inference.ipynb #a419be4d
 def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dict | None, t0: float, t_engines: float,
                output: Path) -> Summary:
     "The `Summary` of a run from the output folder's rows and what the engines reported."
@@ -595,6 +407,7 @@ def _say(msg: str, show: bool) -> None:
     if show:
         print(msg, file=sys.stderr, flush=True)
 
+# %% ../nbs/03_batch_inference.ipynb #552b7f0b
 def run_batch(
     input: str | os.PathLike,  # JSONL, Parquet or CSV: `messages`, `prompt`, or OpenAI Batch API requests
     output: str | os.PathLike,  # output folder; re-running with the same folder resumes (skips ids already there)
@@ -605,8 +418,8 @@ def run_batch(
     batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine: small, so the engines stay balanced
     rows_in_flight: int | None = None,  # rows each engine holds at once; None: twice its max_num_seqs
     address: str | None = None,  # an existing Ray cluster ("auto", "ray://..."); None: a private local one
-    device: str = "auto",  # "gpu", "cpu" or "auto"
-    output_format: str = "parquet",  # "parquet" or "jsonl"
+    device: Literal["auto", "gpu", "cpu"] = "auto",  # where the engines run; "auto": gpu when this machine has one
+    output_format: Literal["parquet", "jsonl"] = "parquet",  # the format of the result files
     engine_kwargs: dict | None = None,  # more vLLM engine arguments (max_model_len, load_format, max_num_seqs, ...)
     progress: bool = True,  # show engine start, then rows, tokens/s and each replica's share
     summary_plot: str | os.PathLike | None = None,  # write a PNG: finish_reason counts + output length histogram
@@ -620,13 +433,13 @@ def run_batch(
     check_positive_int(batch_size, "batch_size")
     if rows_in_flight is not None:
         check_positive_int(rows_in_flight, "rows_in_flight")
+    requests, kind = normalize_requests(read_table(input))  # all input errors surface here, before Ray or engines
     sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
     from vllm import SamplingParams
     try:
         SamplingParams(**sampling)
     except Exception as e:
         raise ValueError(f"bad sampling parameters {sampling}: {e}") from e
-    requests, kind = normalize_requests(read_table(input))  # all input errors surface here, before Ray or engines
     device = detect_device() if device == "auto" else device
     if device != "gpu":  # the planner is for GPUs; on CPU an unset layout is 1 x 1
         replicas, tensor_parallel_size = replicas or 1, tensor_parallel_size or 1
@@ -643,13 +456,13 @@ def run_batch(
                          logging_level=logging.INFO if verbose else logging.ERROR)
                 stack.callback(ray.shutdown)
                 if address is None:  # our private Ray dies with us, even on SIGKILL
-                    stack.callback(_reaper().kill)  # a clean exit stops the watchdog first
+                    stack.callback(reap_on_exit().kill)  # a clean exit stops the watchdog first
             if replicas is None or tensor_parallel_size is None:
-                replicas, tensor_parallel_size = _planned_layout(model, device, replicas, tensor_parallel_size)
+                replicas, tensor_parallel_size = planned_layout(model, device, replicas, tensor_parallel_size)
             check_resources(replicas, tensor_parallel_size, device)
             counter, stop = ProgressCounter.remote(replicas), threading.Event()
             if progress:
-                bar = threading.Thread(target=_progress_loop, args=(counter, len(todo), stop, t0), daemon=True)
+                bar = threading.Thread(target=progress_loop, args=(counter, len(todo), stop, t0), daemon=True)
                 bar.start()
                 stack.callback(bar.join, 10)
             stack.callback(stop.set)
@@ -657,12 +470,11 @@ def run_batch(
             engines = stack.enter_context(engines_scope(replicas, tensor_parallel_size, device, model, sampling,
                                                         engine_kwargs, counter, engine_cls or EngineActor))
             starts = [e.start.remote() for e in engines]  # Ray Data spins up while the engines load
-            with _quiet_ray_data(not verbose):
+            with quiet_ray_data(not verbose):
                 results = answer(todo, engines, starts, batch_size, rows_in_flight, counter)
-                fmt = "parquet" if output_format == "parquet" else "jsonl"
-                write = results.write_parquet if fmt == "parquet" else results.write_json
+                write = results.write_parquet if output_format == "parquet" else results.write_json
                 try:
-                    write(str(output), filename_provider=part_filename_provider(claim.run_id, fmt))
+                    write(str(output), filename_provider=part_filename_provider(claim.run_id, output_format))
                 except Exception as e:  # Ray Data wraps what the dispatcher raised
                     _raise_start_failure(starts)
                     if "EnginesDied" not in f"{type(e).__name__} {e}":
@@ -679,150 +491,8 @@ def run_batch(
         plot_summary(final, summary_plot)
     return summary
 
-# %% ../nbs/03_batch_inference.ipynb #a489e7a7
-def plot_summary(results: pd.DataFrame, path: str | os.PathLike | None = None):
-    "Bar chart of finish_reason (and errors) next to a histogram of output lengths; saved to `path` if given."
-    from matplotlib.figure import Figure  # no pyplot: works headless and leaves the caller's backend alone
-    reasons = results["finish_reason"].fillna("error").value_counts()
-    fig = Figure(figsize=(9, 3.2))
-    a, b = fig.subplots(1, 2)
-    a.bar(reasons.index.astype(str), reasons.values, color=["C0" if r != "error" else "C3" for r in reasons.index])
-    a.set_title("finish_reason"); a.set_ylabel("rows")
-    ok = results[results["error"].isna()]
-    b.hist(ok["output_tokens"], bins=30, color="C1")
-    b.set_title("output length"); b.set_xlabel("output tokens"); b.set_ylabel("rows")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
-
 # %% ../nbs/03_batch_inference.ipynb #73139514
 def sample_prompts_path() -> Path:
     "The sample prompt file shipped with the package (JSONL, `id` + `messages`)."
     from importlib.resources import files
     return Path(str(files("ray_vllm_tutorial") / "data" / "sample_prompts.jsonl"))
-
-# %% ../nbs/03_batch_inference.ipynb #3be84e74
-def build_parser():
-    "The argparse parser of `ray-vllm-batch`."
-    import argparse
-    p = argparse.ArgumentParser(prog="ray-vllm-batch", description="DP x TP batch inference with vLLM on Ray Data.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("input", nargs="?", default=None, help="JSONL/Parquet/CSV requests (default: the shipped sample prompts)")
-    p.add_argument("output", nargs="?", default="out/batch", help="output folder (re-run to resume)")
-    p.add_argument("--model", default=None, help="model name or path (default: the embedded tiny model)")
-    p.add_argument("--tensor-parallel-size", "--tp", type=int, default=None, help="devices per engine (default: planned on GPUs, 1 on CPU)")
-    p.add_argument("--replicas", "--dp", type=int, default=None, help="engines; devices needed = replicas x TP (default: planned / 1)")
-    p.add_argument("--plan", action="store_true", help="print the DP x TP plan for the model and the cluster, start nothing")
-    p.add_argument("--gpus", type=int, default=None, help="with --plan: GPUs in all (default: the visible Ray cluster)")
-    p.add_argument("--gpus-per-node", type=int, default=None, help="with --plan: GPUs per node")
-    p.add_argument("--gpu-memory-gb", type=float, default=None, help="with --plan: memory per GPU (GiB)")
-    p.add_argument("--max-tokens", type=int, default=DEFAULT_SAMPLING["max_tokens"])
-    p.add_argument("--temperature", type=float, default=DEFAULT_SAMPLING["temperature"])
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--n", type=int, default=1, help="samples per request")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--ignore-eos", action="store_true", help="always generate max_tokens (benchmarks)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="most rows per hand-off to an engine")
-    p.add_argument("--rows-in-flight", type=int, default=None,
-                   help="rows each engine holds at once (default: twice its max_num_seqs)")
-    p.add_argument("--address", default=None, help="existing Ray cluster address (default: a private local one)")
-    p.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
-    p.add_argument("--output-format", choices=["parquet", "jsonl"], default="parquet")
-    p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--load-format", default=None, help='e.g. "dummy": random weights, config + tokenizer only')
-    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="any vLLM engine argument, repeatable (e.g. max_num_seqs=512, enable_prefix_caching=true); "
-                        "VALUE is read as JSON when it parses, else as a string")
-    p.add_argument("--summary-plot", default=None, help="write a PNG summary (finish_reason + output lengths)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--show", type=int, default=0, help="print this many result rows at the end")
-    p.add_argument("--verbose", "-v", action="store_true", help="also show Ray's and vLLM's own logs")
-    p.add_argument("--dry-run", action="store_true", help="no model, no GPU: EchoEngine answers each row with its last "
-                   "message's words (checks input, output folder and resume; --engine-arg echo='{\"token_s\": 0.05}' slows it)")
-    return p
-
-def _print_plan(args) -> int:
-    "`ray-vllm-batch --plan`: the planner's answer for the model and the (given or visible) cluster."
-    import sys
-    n, per, mem = args.gpus, args.gpus_per_node, args.gpu_memory_gb
-    if n is None or per is None or mem is None:
-        started = not ray.is_initialized()
-        if started:
-            init_ray(args.address)
-        try:
-            g = cluster_gpus()
-        finally:
-            if started:
-                ray.shutdown()
-        # the cluster's own node list, so uneven nodes ([8, 8, 4]) are counted node by node
-        n, per, mem = n or g["n_gpus"], per or g["nodes"], mem or g["gpu_memory_gb"]
-    if not n or not mem:
-        print("ray-vllm-batch: error: no GPUs visible to plan for; describe the cluster with --gpus, --gpus-per-node "
-              "and --gpu-memory-gb", file=sys.stderr)
-        return 2
-    try:
-        p = plan_for(args.model, n, per or n, mem, max_model_len=args.max_model_len or 4096)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"ray-vllm-batch: error: {e}", file=sys.stderr)
-        return 2
-    print(f"model {args.model or 'tiny-chat'} on {n} GPUs ({per or n} per node, {mem:g} GiB each): "
-          f"--replicas {p['replicas']} --tensor-parallel-size {p['tensor_parallel_size']}")
-    print(p["explanation"])
-    return 0
-
-def _engine_args(pairs: list[str]) -> dict:
-    "`--engine-arg KEY=VALUE` pairs as keyword arguments (VALUE as JSON when it parses); ValueError names a bad pair."
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--engine-arg expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except ValueError:
-            out[key.strip().replace("-", "_")] = value
-    return out
-
-def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `ray-vllm-batch` command."
-    import sys
-    args = build_parser().parse_args(argv)
-    if args.plan:
-        return _print_plan(args)
-    sampling = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, n=args.n,
-                    ignore_eos=args.ignore_eos)
-    if args.seed is not None:
-        sampling["seed"] = args.seed
-    engine = {k: v for k, v in dict(max_model_len=args.max_model_len, load_format=args.load_format).items() if v is not None}
-    try:
-        engine |= _engine_args(args.engine_arg)
-    except ValueError as e:
-        print(f"ray-vllm-batch: error: {e}", file=sys.stderr)
-        return 2
-    if not args.verbose:  # vLLM's import-time notes: hidden like the rest of its logs
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-        logging.getLogger("vllm.triton_utils.importing").setLevel(logging.ERROR)  # logs before vLLM reads the above
-    try:
-        summary = run_batch(args.input or sample_prompts_path(), args.output, model=args.model,
-                            tensor_parallel_size=args.tensor_parallel_size, replicas=args.replicas, sampling=sampling,
-                            batch_size=args.batch_size, rows_in_flight=args.rows_in_flight, address=args.address,
-                            device="cpu" if args.dry_run else args.device,
-                            engine_cls=EchoEngine if args.dry_run else None,
-                            output_format=args.output_format, engine_kwargs=engine, progress=not args.no_progress,
-                            summary_plot=args.summary_plot, verbose=args.verbose)
-    except (InputError, ValueError, RuntimeError, TimeoutError) as e:
-        print(f"ray-vllm-batch: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ray-vllm-batch: interrupted; placement groups removed. Re-run the same command to resume.", file=sys.stderr)
-        return 130
-    except Exception:
-        if not args.verbose:
-            print("ray-vllm-batch: failed; run again with --verbose to see Ray's and vLLM's logs", file=sys.stderr)
-        raise
-    print(summary)
-    if args.show:
-        cols = ["id", "generated_text", "finish_reason", "output_tokens", "error"]
-        print(read_output(args.output)[cols].sort_values("id").head(args.show).to_string(index=False, max_colwidth=60))
-    return 0 if summary.failed < summary.rows or summary.rows == 0 else 1

@@ -16,8 +16,9 @@ from .chat import tp_problems
 from .cluster import check_positive_int
 
 # %% auto #0
-__all__ = ['REQUIRED', 'draw_decoder_layer', 'shipped_configs', 'load_config', 'valid_tp_sizes', 'param_count', 'memory_per_gpu',
-           'vllm_startup_memory', 'dummy_model', 'engines_that_fit', 'NothingFitsError', 'plan']
+__all__ = ['REQUIRED', 'PLAN_MAX_NUM_SEQS', 'draw_decoder_layer', 'shipped_configs', 'load_config', 'valid_tp_sizes',
+           'param_count', 'memory_per_gpu', 'vllm_startup_memory', 'dummy_model', 'engines_that_fit',
+           'NothingFitsError', 'plan', 'plan_for', 'planned_layout', 'check_resources']
 
 # %% ../nbs/02b_tp_in_vllm.ipynb #432d7ce3
 def draw_decoder_layer(tp: int = 2):
@@ -213,3 +214,67 @@ def plan(
         f"nothing fits: per-GPU GiB by TP {tried} vs {budget:.1f} usable ({gpu_memory_gb} GiB x {utilization}); "
         f"TP may not exceed {biggest:g} GPUs of one node. Lower max_model_len/max_num_seqs, use a smaller dtype, "
         f"or bigger GPUs.")
+
+# %% ../nbs/02b_tp_in_vllm.ipynb #5f7f2306
+import ray
+
+from .chat import load_model_config
+from .cluster import cluster_gpus
+from .models import resolve_model
+
+PLAN_MAX_NUM_SEQS = 64  # sequences `plan_for` reserves a full-length KV cache for (vLLM may run more, shorter ones)
+
+def plan_for(
+    model: str | None,  # model name, path or shipped config name; None: the embedded tiny model
+    n_gpus: int | None,  # GPUs in all (None: the sum of a `gpus_per_node` list)
+    gpus_per_node,  # GPUs on every node, or one count per node ([8, 8, 4])
+    gpu_memory_gb: float,  # memory of one GPU, GiB
+    **kw,  # more `plan` arguments (max_model_len, ...)
+) -> dict:
+    "`plan` for a model name, path or shipped config name (`gpus_per_node`: a count, or one per node)."
+    cfg = load_config(model) if model in shipped_configs() else load_model_config(resolve_model(model))
+    if cfg is None:
+        raise ValueError(f"cannot read the config of {model!r} to plan: pass tensor_parallel_size and replicas")
+    return plan(cfg, n_gpus, gpus_per_node, gpu_memory_gb, **(dict(max_num_seqs=PLAN_MAX_NUM_SEQS) | kw))
+
+def planned_layout(
+    model: str | None,  # model name or folder (as `plan_for` takes it)
+    device: str,  # "gpu" or "cpu"
+    replicas: int | None,  # engines, or None: planned
+    tensor_parallel_size: int | None,  # devices per engine, or None: planned
+) -> tuple[int, int]:
+    "Replicas and TP where the caller left them unset: the planner's choice on GPUs (engines counted node by node), 1 x 1 on CPU."
+    if device != "gpu":
+        return replicas or 1, tensor_parallel_size or 1
+    g, tp = cluster_gpus(), tensor_parallel_size
+    if tp is None:
+        if g["gpu_memory_gb"] is None:
+            raise RuntimeError("cannot plan a layout: this process sees no GPU to read its memory from; "
+                               "pass tensor_parallel_size (and replicas)")
+        tp = plan_for(model, None, g["nodes"], g["gpu_memory_gb"])["tensor_parallel_size"]
+    return replicas or max(1, engines_that_fit(g["nodes"], tp)), tp
+
+# %% ../nbs/02b_tp_in_vllm.ipynb #4781f936
+def check_resources(
+    replicas: int,  # engines wanted
+    tensor_parallel_size: int,  # devices per engine, all on one node
+    device: str,  # "gpu" or "cpu"
+) -> dict:
+    "Check that the running Ray cluster can hold `replicas` engines of `tensor_parallel_size` devices; raise if not."
+    replicas = check_positive_int(replicas, "replicas")
+    tp = check_positive_int(tensor_parallel_size, "tensor_parallel_size")
+    need, total = replicas * tp, ray.cluster_resources()
+    if device == "gpu":
+        per_node, have = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]], total.get("GPU", 0)
+        if have < need:
+            raise RuntimeError(f"{replicas} replicas x tensor_parallel_size {tp} = {need} GPUs needed, "
+                               f"the cluster has {have:g}: missing {need - have:g} GPUs")
+        fits = engines_that_fit(per_node, tp)
+        if fits < replicas:
+            raise RuntimeError(f"each engine needs {tp} GPUs on one node (STRICT_PACK), but the nodes have "
+                               f"{sorted(per_node, reverse=True)} GPUs: only {fits} of {replicas} engines fit")
+    need_cpu = need + 1  # one CPU per rank, plus one left for Ray Data's read/write tasks
+    if total.get("CPU", 0) < need_cpu:
+        raise RuntimeError(f"{replicas} replicas x tensor_parallel_size {tp} need {need_cpu} CPUs "
+                           f"(one per rank + one for writing results), the cluster has {total.get('CPU', 0):g}")
+    return dict(devices=need, cpus=need_cpu)

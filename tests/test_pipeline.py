@@ -50,7 +50,7 @@ def _kill_tree(proc, sig):
 
 def _cli(inp, out, *args):
     "The `ray-vllm-batch` command line for `inp` -> `out` with more `args`."
-    return [sys.executable, "-c", "from ray_vllm_tutorial.pipeline import main; raise SystemExit(main())", str(inp),
+    return [sys.executable, "-c", "from ray_vllm_tutorial.cli import main; raise SystemExit(main())", str(inp),
             str(out), *args]
 
 
@@ -229,7 +229,7 @@ def test_progress_bar_shows_the_final_count(capsys):
     """A job that finishes between two looks of the bar still ends at rows/total with its real tokens/s."""
     import threading
     from ray_vllm_tutorial.cluster import init_ray
-    from ray_vllm_tutorial.pipeline import ProgressCounter, _progress_loop
+    from ray_vllm_tutorial.progress import ProgressCounter, progress_loop
     init_ray(num_cpus=1)
     try:
         counter = ProgressCounter.remote(1)
@@ -241,7 +241,7 @@ def test_progress_bar_shows_the_final_count(capsys):
             ray.get(counter.add.remote(0, 64, 758, time.time()))
             stop.set()
         threading.Thread(target=finish).start()
-        _progress_loop(counter, 64, stop, time.time() - 2.0)
+        progress_loop(counter, 64, stop, time.time() - 2.0)
     finally:
         ray.shutdown()
     err = capsys.readouterr().err

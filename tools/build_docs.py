@@ -21,7 +21,7 @@ from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
-MODULES = ["cluster", "models", "chat", "tensor_parallel", "planner", "pipeline", "inputs", "outputs"]
+MODULES = ["cluster", "models", "chat", "tensor_parallel", "planner", "pipeline", "inputs", "outputs", "progress", "cli"]
 
 
 def sidebar_order() -> list[str]:
