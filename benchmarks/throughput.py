@@ -1,4 +1,4 @@
-"""Throughput benchmark: one LLM.chat (the ceiling) vs the seed recipe vs `run_batch` vs Ray Data LLM, same prompts.
+"""Throughput benchmark: one LLM.chat (the ceiling) vs the classic recipe vs `run_batch` vs Ray Data LLM, same prompts.
 
 Each variant runs in its own process (so one engine's memory never overlaps another's) and reports output tokens
 per second of generation only; engine start is reported separately. Results: `<out>/<tag>/throughput.json` (keyed by
@@ -132,19 +132,85 @@ def run_ray_data_llm(a, engine: dict, convs: list, mts: list[int]) -> dict:
                 build_processor_s=t_built - t0, wall_s=t_end - t0, generation_start=start_from, **extra, settings=settings)
 
 
+def timed_engine_cls():
+    """`run_batch`'s engine actor with its start-up stamped (wall clock), written to /tmp/rvt-start-<replica>.json:
+    actor process up, vLLM imported, async engine built (includes the engine-core process start), warm-up answered."""
+    from ray_vllm_tutorial.pipeline import EngineActor
+
+    class TimedEngine(EngineActor):
+        def __init__(self, *args, **kw):
+            self.stamps = dict(actor_init=time.time())
+            super().__init__(*args, **kw)
+
+        async def start(self) -> dict:
+            from vllm.v1.engine.async_llm import AsyncLLM  # what EngineActor.start imports first
+            self.stamps["vllm_imported"] = time.time()
+            build, stamps = AsyncLLM.from_engine_args.__func__, self.stamps
+
+            def timed_build(cls, *args, **kw):
+                engine = build(cls, *args, **kw)
+                stamps["engine_built"] = time.time()
+                return engine
+            AsyncLLM.from_engine_args = classmethod(timed_build)
+            r = await super().start()
+            self.stamps["warm"] = time.time()
+            Path(f"/tmp/rvt-start-{self.replica}.json").write_text(json.dumps(self.stamps))
+            return r
+    return TimedEngine
+
+
+def mp_tp_scope():
+    """A stand-in for `engines_scope` (a probe): each engine's TP ranks as ONE bundle of `tp` GPUs held by the engine
+    actor itself, vLLM's multiprocessing executor (`mp`) inside it instead of its Ray executor."""
+    import contextlib, uuid
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    @contextlib.contextmanager
+    def scope(replicas, tensor_parallel_size, device, model, sampling, engine_kwargs=None, progress=None,
+              engine_cls=None, timeout_s=600):
+        pgs, engines, job = [], [], uuid.uuid4().hex[:6]
+        try:
+            for i in range(replicas):
+                pg = ray.util.placement_group([{"GPU": tensor_parallel_size, "CPU": 1}], strategy="STRICT_PACK")
+                ray.get(pg.ready(), timeout=timeout_s)
+                pgs.append(pg)
+                strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=0)
+                kw = dict(engine_kwargs or {}, distributed_executor_backend="mp")
+                engines.append(ray.remote(engine_cls).options(num_cpus=1, num_gpus=tensor_parallel_size,
+                    scheduling_strategy=strategy, name=f"rvt-{job}-engine-{i}").remote(
+                    i, model, tensor_parallel_size, device, sampling, kw, progress))
+            yield engines
+        finally:
+            for e in engines:
+                ray.kill(e)
+            for pg in pgs:
+                ray.util.remove_placement_group(pg)
+    return scope
+
+
+RUN_BATCH = {"run_batch": (1, 1), "run_batch_1024": (1, 1), "run_batch512": (1, 1), "dp1tp1": (1, 1),
+             "dp2tp1": (2, 1), "dp1tp2": (1, 2), "dp1tp2mp": (1, 2)}
+
+
 def run_variant(a) -> dict:
     "Run one variant in this process and return its measurements."
+    t_import = time.time()
     from vllm import SamplingParams
+    import_s = time.time() - t_import
+    a.variant = a.variant.split("#")[0]  # "chat#2": the same variant again, measured apart
     mts = row_max_tokens(a)
     sampling = dict(ignore_eos=True, temperature=0.0)
     engine = dict(load_format=a.load_format) if a.load_format else {}
     if a.max_model_len:
         engine["max_model_len"] = a.max_model_len
     convs = prompts(a.n)
-    if a.variant in ("chat", "chat256"):
+    if a.variant in ("chat", "chat256", "chat512"):
         from ray_vllm_tutorial.chat import make_llm
         t0 = time.time()
-        llm = make_llm(a.model, device=a.device, **engine, **({"max_num_seqs": 256} if a.variant == "chat256" else {}))
+        seqs = dict(chat256=256, chat512=512).get(a.variant)
+        llm = make_llm(a.model, device=a.device, **engine, **({"max_num_seqs": seqs} if seqs else {}))
+        t_built = time.time()
         warm_up(llm)
         sched = llm.llm_engine.vllm_config.scheduler_config
         t1 = time.time()
@@ -152,6 +218,7 @@ def run_variant(a) -> dict:
         t2 = time.time()
         tokens = sum(len(o.outputs[0].token_ids) for o in outs)
         return dict(engine_start_s=t1 - t0, generation_s=t2 - t1, output_tokens=tokens, rows=len(outs),
+                    start_breakdown=dict(vllm_import_before_start_s=import_s, build_s=t_built - t0, warm_up_s=t1 - t_built),
                     settings=dict(max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens))
     if a.variant == "seed":
         import pandas as pd
@@ -178,12 +245,19 @@ def run_variant(a) -> dict:
         ray.shutdown()
         return dict(engine_start_s=df["ready"].min() - t0, generation_s=df["done"].max() - df["ready"].min(),
                     output_tokens=int(df["output_tokens"].sum()), rows=len(df))
-    if a.variant in ("run_batch", "run_batch_1024", "dp2tp1", "dp1tp2"):
-        layout = dict(dp2tp1=(2, 1), dp1tp2=(1, 2)).get(a.variant, (1, 1))  # run_batch: one engine on one device
+    if a.variant in RUN_BATCH:
+        layout = RUN_BATCH[a.variant]  # run_batch: one engine on one device
         if a.variant == "run_batch_1024":  # a candidate GPU setting: fewer, larger batches into a 256-sequence engine
             a.batch_size, engine["max_num_seqs"] = 1024, 256
+        if a.variant == "run_batch512":  # every step inside vLLM's captured CUDA graphs (it captures up to 512)
+            engine["max_num_seqs"] = 512
         import tempfile
+        from ray_vllm_tutorial import pipeline
         from ray_vllm_tutorial.pipeline import run_batch
+        if a.variant == "dp1tp2mp":
+            pipeline.engines_scope = mp_tp_scope()
+        for old in Path("/tmp").glob("rvt-start-*.json"):
+            old.unlink()
         tmp = Path(tempfile.mkdtemp())
         with open(tmp / "in.jsonl", "w") as f:
             for i, (c, m) in enumerate(zip(convs, mts)):
@@ -195,20 +269,39 @@ def run_variant(a) -> dict:
         s = run_batch(tmp / "in.jsonl", tmp / "out", model=a.model, device=a.device,
                       sampling=dict(sampling, max_tokens=mts[0] if a.workload == "uniform" else max(mts)),
                       replicas=layout[0], tensor_parallel_size=layout[1],
-                      engine_kwargs=engine, progress=False, **({"batch_size": a.batch_size} if a.batch_size else {}))
+                      engine_kwargs=engine, progress=False, verbose=a.verbose, engine_cls=timed_engine_cls(),
+                      **({"batch_size": a.batch_size} if a.batch_size else {}))
+        stamps = {p.stem: json.loads(p.read_text()) for p in Path("/tmp").glob("rvt-start-*.json")}
+        breakdown = {}
+        if stamps:  # the slowest engine's start, part by part; t0 = run_batch asked for the engines
+            st = max(stamps.values(), key=lambda d: d["warm"])
+            t0 = st["warm"] - s.engine_start_s
+            breakdown = dict(actor_up_s=st["actor_init"] - t0, vllm_import_s=st["vllm_imported"] - st["actor_init"],
+                             build_s=st["engine_built"] - st["vllm_imported"], warm_up_s=st["warm"] - st["engine_built"])
         return dict(engine_start_s=s.engine_start_s, generation_s=s.generation_s, output_tokens=s.output_tokens,
-                    rows=s.rows, failed=s.failed, replicas={str(k): v for k, v in s.replicas.items()})
+                    rows=s.rows, failed=s.failed, replicas={str(k): v for k, v in s.replicas.items()},
+                    start_breakdown=breakdown, wall_s=s.wall_s)
     if a.variant in ("ray_data_llm", "ray_data_llm_defaults"):
         return run_ray_data_llm(a, engine, convs, mts)
     raise ValueError(a.variant)
 
 
-LABELS = {"chat": "(a) one LLM.chat", "chat256": "(a') one LLM.chat, max_num_seqs=256", "seed": "(b) seed recipe, batch_size=4",
+LABELS = {"chat": "(a) one LLM.chat", "chat256": "(a') one LLM.chat, max_num_seqs=256",
+          "chat512": "(a'') one LLM.chat, max_num_seqs=512", "seed": "(b) classic recipe, batch_size=4",
           "run_batch": "(c) run_batch defaults", "run_batch_1024": "(c') run_batch, batch_size=1024, max_num_seqs=256",
+          "run_batch512": "(c'') run_batch, max_num_seqs=512", "dp1tp1": "(c) run_batch DP=1 x TP=1 (1 GPU)",
+          "dp1tp2mp": "(f') run_batch DP=1 x TP=2, mp executor (2 GPUs)",
           "ray_data_llm": "(d) Ray Data LLM, LLM's scheduler sizes", "ray_data_llm_defaults": "(d') Ray Data LLM defaults",
           "dp2tp1": "(e) run_batch DP=2 x TP=1 (2 GPUs)", "dp1tp2": "(f) run_batch DP=1 x TP=2 (2 GPUs)"}
-COLORS = {"chat": "C0", "chat256": "C9", "seed": "C3", "run_batch": "C2", "run_batch_1024": "C8",
+COLORS = {"chat": "C0", "chat256": "C9", "chat512": "C7", "seed": "C3", "run_batch": "C2", "run_batch_1024": "C8",
+          "run_batch512": "C8", "dp1tp1": "C2", "dp1tp2mp": "C5",
           "ray_data_llm": "C4", "ray_data_llm_defaults": "C6", "dp2tp1": "C1", "dp1tp2": "C5"}
+
+
+def label(k: str) -> str:
+    "A variant's label; `chat#2` is the second run of `chat`."
+    base, _, n = k.partition("#")
+    return LABELS[base] + (f", run {n}" if n else "")
 
 
 def report(results: dict, out: Path, title: str, failed: dict | None = None) -> None:
@@ -216,29 +309,29 @@ def report(results: dict, out: Path, title: str, failed: dict | None = None) -> 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    refs = [k for k in ("chat", "chat256") if k in results]
+    refs = [k for k in results if k.split("#")[0] in ("chat", "chat256")]
     ref = max(refs, key=lambda k: results[k]["tokens_per_s"]) if refs else next(iter(results))
     base = results[ref]["tokens_per_s"]
-    vs = f"vs best of (a), (a')" if refs else f"vs {LABELS[ref].split()[0]}"
+    vs = f"vs best of (a), (a')" if refs else f"vs {label(ref).split()[0]}"
     lines = [f"# {title.replace(chr(10), ', ')}", "",
              f"| variant | rows | output tokens | engine start (s) | generation (s) | output tokens/s | {vs} |",
              "|---|---|---|---|---|---|---|"]
     for k, r in results.items():
-        lines.append(f"| {LABELS[k]} | {r['rows']} | {r['output_tokens']} | {r['engine_start_s']:.1f} | {r['generation_s']:.2f} | "
+        lines.append(f"| {label(k)} | {r['rows']} | {r['output_tokens']} | {r['engine_start_s']:.1f} | {r['generation_s']:.2f} | "
                      f"{r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base:.2f}x |")
-    lines += ["", f"Ratio base: {LABELS[ref]} ({base:.0f} output tokens/s)."]
+    lines += ["", f"Ratio base: {label(ref)} ({base:.0f} output tokens/s)."]
     for k, e in (failed or {}).items():
-        lines.append(f"{LABELS[k]}: did not run: {e}")
+        lines.append(f"{label(k)}: did not run: {e}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.md").write_text("\n".join(lines) + "\n")
     (out / "throughput.json").write_text(json.dumps(results, indent=1))
     fig, ax = plt.subplots(figsize=(9, 1.6 + 0.55 * len(results)))
-    names = [LABELS[k] for k in results]
+    names = [label(k) for k in results]
     vals = [r["tokens_per_s"] for r in results.values()]
-    bars = ax.barh(names, vals, color=[COLORS[k] for k in results])
+    bars = ax.barh(names, vals, color=[COLORS[k.split("#")[0]] for k in results])
     for b, v in zip(bars, vals):
         ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {v:.0f} ({v / base:.2f}x)", va="center", fontsize=9)
-    ax.invert_yaxis(); ax.set_xlabel(f"output tokens/s (generation only); ratio to {LABELS[ref].split()[0]}"); ax.set_title(title, fontsize=10)
+    ax.invert_yaxis(); ax.set_xlabel(f"output tokens/s (generation only); ratio to {label(ref).split()[0]}"); ax.set_title(title, fontsize=10)
     ax.set_xlim(0, max(vals) * 1.3)
     fig.tight_layout(); fig.savefig(out / "throughput.png", dpi=110)
     print("\n".join(lines))
@@ -268,6 +361,7 @@ def main() -> None:
                    "contains 'mixed')")
     p.add_argument("--resume", action="store_true", help="keep variants already measured by an interrupted run of "
                    "this command on this machine (/tmp/bench-<tag>-*.json)")
+    p.add_argument("--verbose", action="store_true", help="run_batch variants: show Ray's and vLLM's logs")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -283,7 +377,7 @@ def main() -> None:
         r["expected_output_tokens"] = sum(row_max_tokens(a))
         Path(a.result).write_text(json.dumps(r))
         return
-    unknown = [v for v in a.variants.split(",") if v not in LABELS]
+    unknown = [v for v in a.variants.split(",") if v.split("#")[0] not in LABELS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {','.join(LABELS)}")
     if a.device == "auto":
@@ -303,10 +397,10 @@ def main() -> None:
         res = Path(f"/tmp/bench-{tag}-{v}.json")
         if a.resume and res.exists() and "error" not in json.loads(res.read_text()):
             results[v] = json.loads(res.read_text())
-            print(f"== {LABELS[v]}: kept from the interrupted run: {results[v]}", flush=True)
+            print(f"== {label(v)}: kept from the interrupted run: {results[v]}", flush=True)
             continue
         res.unlink(missing_ok=True)
-        print(f"== {LABELS[v]}", flush=True)
+        print(f"== {label(v)}", flush=True)
         rc = subprocess.run([sys.executable, __file__, *args, "--device", a.device, "--variant", v, "--result", str(res)]).returncode
         r = json.loads(res.read_text()) if res.exists() else {"error": f"exit status {rc}, no result"}
         if rc or "error" in r:
