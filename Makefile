@@ -1,4 +1,5 @@
-# Two set-up commands for a fresh clone:  `make demo` (main job, CPU, embedded tiny model) and `make test`.
+# Two set-up commands for a fresh clone:  `make demo` (main job, CPU, embedded tiny model) and `make test`;
+# `make lab` opens the lessons in JupyterLab.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,11 +11,12 @@ define pip_quiet
 	$(PIP) install $(1) >> $(VENV)/install.log 2>&1 || { echo "pip failed; last lines of $(VENV)/install.log:"; tail -40 $(VENV)/install.log; exit 1; }
 endef
 
-.PHONY: demo test install install-dev export readme docs help
+.PHONY: demo test install install-dev export readme docs lab help
 help:
 	@echo "make demo   - install (CPU) and run the main job on the embedded tiny model"
 	@echo "make test   - install (CPU + dev) and run the test suite (notebooks included)"
-	@echo "make docs   - build the docs site (Quarto via nbdev-docs if installed, else nbconvert into _site/)"
+	@echo "make lab    - install JupyterLab + a kernel named ray_vllm_tutorial, and open the lessons (nbs/) in it"
+	@echo "make docs   - build the docs site (Quarto via nbdev-docs if installed, else MkDocs Material into _site/)"
 
 $(VENV)/.cpu: pyproject.toml
 	@echo "==> [1/2] creating $(VENV) and installing ray_vllm_tutorial[cpu] (vLLM CPU build, Ray Data, torch CPU)"
@@ -27,9 +29,22 @@ $(VENV)/.cpu: pyproject.toml
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.cpu
-	@echo "==> installing dev extras (nbdev, pytest, hypothesis, jupyter kernel)"
+	@echo "==> installing dev extras (nbdev, pytest, hypothesis, MkDocs Material, JupyterLab + kernel)"
 	@$(call pip_quiet,-e "$(DEV_EXTRAS)")
 	@$(PIP) uninstall -y torchvision torchaudio torchcodec >> $(VENV)/install.log 2>&1 || true
+	@$(MAKE) --no-print-directory $(VENV)/.kernel
+	@touch $@
+
+# The kernel named for the package, inside the environment (--sys-prefix): JupyterLab lists it as "Python (ray_vllm_tutorial)".
+$(VENV)/.kernel:
+	@$(PY) -m ipykernel install --sys-prefix --name ray_vllm_tutorial --display-name "Python (ray_vllm_tutorial)" >> $(VENV)/install.log 2>&1
+	@touch $@
+
+$(VENV)/.lab: $(VENV)/.cpu
+	@echo "==> installing JupyterLab into $(VENV) and registering the kernel 'ray_vllm_tutorial'"
+	@$(call pip_quiet,-e ".[cpu,lab]")
+	@$(PIP) uninstall -y torchvision torchaudio torchcodec >> $(VENV)/install.log 2>&1 || true
+	@$(MAKE) --no-print-directory $(VENV)/.kernel
 	@touch $@
 
 install: $(VENV)/.cpu
@@ -47,9 +62,14 @@ test: $(VENV)/.dev
 	@echo "==> running tests"
 	@$(PY) -m pytest -v --durations=10
 
+# The lessons run there on a GPU-less machine, on the kernel "Python (ray_vllm_tutorial)". LAB_ARGS=--no-browser on a server.
+lab: $(VENV)/.lab
+	@echo "==> opening nbs/ in JupyterLab; stop it with Ctrl-C"
+	@$(VENV)/bin/jupyter lab --ServerApp.root_dir=nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
+
 docs: $(VENV)/.dev
 	@if command -v quarto >/dev/null; then $(VENV)/bin/nbdev-docs; else \
-	  echo "==> Quarto not found: building the static site with nbconvert into _site/"; $(PY) tools/build_docs.py --out _site; fi
+	  echo "==> Quarto not found: building the site with MkDocs Material into _site/"; $(PY) tools/build_docs.py --out _site; fi
 
 export: $(VENV)/.dev
 	@$(VENV)/bin/nbdev-export && $(VENV)/bin/nbdev-clean
