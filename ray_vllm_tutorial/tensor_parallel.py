@@ -47,60 +47,57 @@ def draw_sharding(kind: str = "column", k: int = 2):
     if kind not in ("column", "row", "mlp"):
         raise ValueError(f"kind must be 'column', 'row' or 'mlp', got {kind!r}")
     colours = plt.get_cmap("tab10").colors
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig, ax = plt.subplots(figsize=(8, 3.4))
     ax.axis("off")
+    B, D_IN, D_OUT, MID = 1.2, 1.8, 1.4, 1.6  # drawn sizes: batch rows, X's width = W's height, W's width, arrow gaps
+    state = {"x": 0.0}
 
-    def mat(x, y, w, h, label, split=None, parts=k, alpha=0.85):
-        "A matrix at (x, y), optionally split into `parts` blocks along 'cols' or 'rows'."
-        for i in range(parts if split else 1):
-            if split == "cols":
-                r = Rectangle((x + i * w / parts, y), w / parts, h, facecolor=colours[i], alpha=alpha, edgecolor="k")
-            elif split == "rows":
-                r = Rectangle((x, y + h - (i + 1) * h / parts), w, h / parts, facecolor=colours[i], alpha=alpha, edgecolor="k")
-            else:
-                r = Rectangle((x, y), w, h, facecolor="lightgrey", edgecolor="k")
-            ax.add_patch(r)
-        ax.text(x + w / 2, y - 0.25, label, ha="center", va="top", fontsize=9)
+    def mat(w, h, label, split=None, stack=False):
+        "A matrix of width w, height h at the next free x, centred on y=1.5; split by 'cols' or 'rows' into k colours."
+        x, y = state["x"], 1.5 - h / 2
+        if stack:  # k full-size partial results, one per rank, drawn as an offset stack
+            for i in range(k):
+                ax.add_patch(Rectangle((x + 0.12 * i, y - 0.12 * i), w, h, facecolor=colours[i], alpha=0.6, edgecolor="k"))
+            w, y = w + 0.12 * (k - 1), y - 0.12 * (k - 1)
+        for i in range(k if split else 0):
+            xy, wh = ((x + i * w / k, y), (w / k, h)) if split == "cols" else ((x, y + h - (i + 1) * h / k), (w, h / k))
+            ax.add_patch(Rectangle(xy, *wh, facecolor=colours[i], alpha=0.85, edgecolor="k"))
+        if not split and not stack:
+            ax.add_patch(Rectangle((x, y), w, h, facecolor="lightgrey", edgecolor="k"))
+        ax.text(x + w / 2, 0.15, label, ha="center", va="top", fontsize=10)
+        state["x"] = x + w
 
-    def stacked(x, w, label):
-        "k full-size partial results, one per rank, drawn as a stack."
-        for i in range(k):
-            ax.add_patch(Rectangle((x + 0.15 * i, 0.5 - 0.15 * i), w, 2, facecolor=colours[i], alpha=0.6, edgecolor="k"))
-        ax.text(x + w / 2 + 0.1, 0.0 - 0.15 * k, label, ha="center", va="top", fontsize=9)
-
-    def arrow(x0, x1, y, text):
-        ax.add_patch(FancyArrowPatch((x0, y), (x1, y), arrowstyle="-|>", mutation_scale=14))
-        ax.text((x0 + x1) / 2, y + 0.15, text, ha="center", fontsize=8)
+    def op(text, gap=MID, symbol=False):
+        "An '@' sign, or an arrow labelled `text` above it, in a gap of width `gap`."
+        x = state["x"]
+        if symbol:
+            ax.text(x + gap / 2, 1.5, text, fontsize=16, ha="center", va="center")
+        else:
+            ax.add_patch(FancyArrowPatch((x + 0.1, 1.5), (x + gap - 0.1, 1.5), arrowstyle="-|>", mutation_scale=14))
+            ax.text(x + gap / 2, 1.62, text, ha="center", va="bottom", fontsize=10)
+        state["x"] = x + gap
 
     if kind == "column":
-        mat(0, 0.5, 1.5, 2, "X (whole, on every rank)")
-        ax.text(1.75, 1.5, "@", fontsize=14, ha="center", va="center")
-        mat(2, 0.5, 2, 2, "W split by columns", "cols")
-        arrow(4.2, 5.3, 1.5, "X @ W_i")
-        mat(5.5, 0.5, 2, 2, "Y slices, one per rank", "cols")
-        arrow(7.7, 8.8, 1.5, "all-gather")
-        mat(9, 0.5, 2, 2, "Y (concatenated)")
-        title = f"Column-parallel linear, {k} ranks: each rank owns output columns"
+        mat(D_IN, B, "X (whole,\non every rank)"); op("@", 0.5, symbol=True)
+        mat(D_OUT, D_IN, "W split\nby columns", "cols"); op("X @ W_i")
+        mat(D_OUT, B, "Y slices,\none per rank", "cols"); op("all-gather")
+        mat(D_OUT, B, "Y")
+        title = f"Column-parallel linear, {k} ranks: each rank owns a block of output columns"
     elif kind == "row":
-        mat(0, 0.5, 1.5, 2, "X split by columns", "cols")
-        ax.text(1.75, 1.5, "@", fontsize=14, ha="center", va="center")
-        mat(2, 0.5, 2, 2, "W split by rows", "rows")
-        arrow(4.2, 5.3, 1.5, "X_i @ W_i")
-        stacked(5.5, 2, "full-size partial sums")
-        arrow(7.9, 8.8, 1.5, "all-reduce (sum)")
-        mat(9, 0.5, 2, 2, "Y")
+        mat(D_IN, B, "X split\nby columns", "cols"); op("@", 0.5, symbol=True)
+        mat(D_OUT, D_IN, "W split\nby rows", "rows"); op("X_i @ W_i")
+        mat(D_OUT, B, "full-size\npartial sums", stack=True); op("all-reduce\n(sum)")
+        mat(D_OUT, B, "Y")
         title = f"Row-parallel linear, {k} ranks: each rank owns a slice of the inner dimension"
-    elif kind == "mlp":
-        mat(0, 0.5, 1.0, 2, "X (whole)")
-        arrow(1.1, 1.9, 1.5, "@ W1 cols")
-        mat(2, 0.5, 2, 2, "H = gelu(X W1_i)\nstays split", "cols")
-        arrow(4.1, 4.9, 1.5, "@ W2 rows")
-        stacked(5, 1.2, "partial outputs")
-        arrow(6.5, 8.4, 1.5, "ONE all-reduce")
-        mat(8.6, 0.5, 1.0, 2, "Y")
-        ax.text(3.0, 2.9, "no communication between the two layers", ha="center", fontsize=9, color="darkgreen")
+    else:
+        mat(1.0, B, "X (whole)"); op("@ W1\n(columns)")
+        mat(2.0, B, "H = gelu(X W1_i)\nstays split", "cols"); op("@ W2\n(rows)")
+        mat(1.0, B, "partial\noutputs", stack=True); op("ONE\nall-reduce")
+        mat(1.0, B, "Y")
+        ax.text(3.6, 2.45, "no communication between the two layers", ha="center", fontsize=10, color="darkgreen")
         title = f"Column-parallel then row-parallel MLP, {k} ranks: one all-reduce per block"
-    ax.set_xlim(-0.2, 11.2); ax.set_ylim(-0.9, 3.2); ax.set_title(title, fontsize=10)
+    ax.set_xlim(-0.1, state["x"] + 0.1); ax.set_ylim(-0.55, 3.0); ax.set_title(title, fontsize=11)
+    ax.set_aspect("equal")
     return fig
 
 # %% ../nbs/02_tensor_parallel.ipynb #ddb7dd17
@@ -252,6 +249,15 @@ class TPWorker:
         t0 = time.perf_counter()
         for _ in range(repeat):
             self.mlp(x)
+        return (time.perf_counter() - t0) / repeat
+
+    def time_allreduce(self, numel: int, repeat: int = 20) -> float:
+        "Seconds per all-reduce of `numel` float32 values alone (all ranks call it together)."
+        t = torch.zeros(numel, dtype=torch.float32)
+        torch.distributed.all_reduce(t)
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            torch.distributed.all_reduce(t)
         return (time.perf_counter() - t0) / repeat
 
     def close(self) -> None:
