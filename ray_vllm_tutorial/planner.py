@@ -26,28 +26,35 @@ def draw_decoder_layer(tp: int = 2):
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, Rectangle
 
-    steps = [("x", "replicated", None), ("QKVParallelLinear\nqkv_proj", "column", None),
-             ("attention\n(own heads)", "local", None), ("RowParallelLinear\no_proj", "row", "all-reduce #1"),
-             ("+ residual,\nRMSNorm", "replicated", None), ("MergedColumn-\nParallelLinear\ngate_up_proj", "column", None),
-             ("SiLU(gate) x up", "local", None), ("RowParallelLinear\ndown_proj", "row", "all-reduce #2"),
-             ("+ residual", "replicated", None)]
+    rows = [("attention block", [("x", "replicated", None), ("QKVParallel-\nLinear\nqkv_proj", "column", None),
+                                 ("attention\n(own heads)", "local", None), ("RowParallel-\nLinear\no_proj", "row", "all-reduce #1"),
+                                 ("+ residual,\nRMSNorm", "replicated", None)]),
+            ("MLP block", [("Merged-\nColumnParallel-\nLinear\ngate_up_proj", "column", None), ("SiLU(gate)\nx up", "local", None),
+                           ("RowParallel-\nLinear\ndown_proj", "row", "all-reduce #2"), ("+ residual", "replicated", None)])]
     colours = plt.get_cmap("tab10").colors
-    fig, ax = plt.subplots(figsize=(13, 3.0))
-    for i, (name, kind, comm) in enumerate(steps):
-        x0 = i * 1.45
-        if kind in ("column", "local", "row"):
-            for r in range(tp):
-                ax.add_patch(Rectangle((x0, 0.3 + r * 1.4 / tp), 1.1, 1.4 / tp, facecolor=colours[r], alpha=0.35, edgecolor="grey"))
-        else:
-            ax.add_patch(Rectangle((x0, 0.3), 1.1, 1.4, facecolor="lightgrey", edgecolor="grey"))
-        ax.text(x0 + 0.55, 1.0, name, ha="center", va="center", fontsize=7.5)
-        ax.text(x0 + 0.55, 0.12, kind, ha="center", va="center", fontsize=7, style="italic")
-        if i:
-            ax.add_patch(FancyArrowPatch((x0 - 0.35, 1.0), (x0, 1.0), arrowstyle="-|>", mutation_scale=10))
-        if comm:
-            ax.text(x0 + 0.55, 1.95, comm, ha="center", fontsize=8.5, color="firebrick", weight="bold")
-    ax.set_xlim(-0.1, len(steps) * 1.45); ax.set_ylim(0, 2.2); ax.axis("off")
-    ax.set_title(f"One decoder layer at TP={tp}: colour = rank; communication only after the two row-parallel layers", fontsize=10)
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    W, H, STEP = 1.35, 1.5, 1.65  # box width, box height, distance between box starts
+    for row, (block, steps) in enumerate(rows):
+        y0 = 2.9 - row * 2.9
+        ax.text(-0.15, y0 + H / 2, block, rotation=90, ha="right", va="center", fontsize=10, weight="bold")
+        for i, (name, kind, comm) in enumerate(steps):
+            x0 = i * STEP
+            if kind in ("column", "local", "row"):
+                for r in range(tp):
+                    ax.add_patch(Rectangle((x0, y0 + r * H / tp), W, H / tp, facecolor=colours[r], alpha=0.35, edgecolor="grey"))
+            else:
+                ax.add_patch(Rectangle((x0, y0), W, H, facecolor="lightgrey", edgecolor="grey"))
+            ax.text(x0 + W / 2, y0 + H / 2, name, ha="center", va="center", fontsize=9.5)
+            ax.text(x0 + W / 2, y0 - 0.2, kind, ha="center", va="center", fontsize=9.5, style="italic")
+            if i:
+                ax.add_patch(FancyArrowPatch((x0 - STEP + W, y0 + H / 2), (x0, y0 + H / 2), arrowstyle="-|>", mutation_scale=12))
+            if comm:
+                ax.text(x0 + W / 2, y0 + H + 0.15, comm, ha="center", fontsize=10.5, color="firebrick", weight="bold")
+    # the residual stream goes on from the end of the first row to the start of the second
+    ax.add_patch(FancyArrowPatch((4 * STEP + W / 2, 2.9 - 0.4), (W / 2, H + 0.05), arrowstyle="-|>",
+                                 mutation_scale=12, connectionstyle="arc3,rad=0.0", color="grey"))
+    ax.set_xlim(-0.6, 5 * STEP); ax.set_ylim(-0.4, 4.75); ax.axis("off")
+    ax.set_title(f"One decoder layer at TP={tp} (colour = rank):\ncommunication only after the two row-parallel layers", fontsize=11)
     return fig
 
 # %% ../nbs/02b_tp_in_vllm.ipynb #a99e0fcb
