@@ -76,4 +76,4 @@ export: $(VENV)/.dev
 
 readme: $(VENV)/.dev
 	@$(VENV)/bin/jupyter nbconvert --to markdown --no-input nbs/index.ipynb --output-dir . --output README --log-level WARN
-	@sed -E -i 's#\]\(([0-9][0-9a-z_]*\.ipynb)\)#](nbs/\1)#g' README.md  # lesson links: the notebooks live in nbs/
+	@$(PY) tools/build_docs.py --readme README.md  # lesson links into nbs/, the figure's caption as alt text and below it

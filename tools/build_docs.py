@@ -120,7 +120,7 @@ def _card_renderer():
             if rows and any(v.get("docment") for _, v in rows):
                 tbl = ["| Parameter | Type | Default | Details |", "|---|---|---|---|"]
                 for k, v in rows:
-                    anno = code(typ(v["anno"])) if v.get("anno", empty) is not empty else ""
+                    anno = code(typ(v["anno"])) if v.get("anno", empty) not in (empty, None) else ""
                     dflt = code(repr(v["default"])) if v.get("default", empty) is not empty else ""
                     tbl.append(f"| `{k}` | {anno} | {dflt} | {cell(v.get('docment') or '')} |")
                 ret = dm.get("return", {})
@@ -187,6 +187,8 @@ class Site:
         self.titles: dict[str, str] = {}
         self.nbs: dict[str, list] = {}
         self.fm: dict[str, dict] = {}
+        self.by_module = {m.group(1): page_name(n) for n in self.order if n.endswith(".ipynb")
+                          if (m := re.search(r"#\|\s*default_exp\s+(\w+)", (NBS / n).read_text()))}
 
     def _urls(self):
         t = (NBS / "nbdev.yml").read_text()
@@ -210,7 +212,9 @@ class Site:
                 seg = re.sub(r"\b(the previous lesson)\b", rf"[\1]({prev_}.md)", seg)
             if next_:
                 seg = re.sub(r"\b((?:the )?next lesson)\b", rf"[\1]({next_}.md)", seg)
-            return seg
+            # "the pipeline lesson": the lesson whose notebook exports that module
+            return re.sub(r"\bthe (\w+) lesson\b", lambda m: f"[{m.group(0)}]({self.by_module[m.group(1)]}.md)"
+                          if self.by_module.get(m.group(1), page_name(me)) != page_name(me) else m.group(0), seg)
 
         parts = _LINK.split(md)
         return "".join(p if k % 2 else plain(p) for k, p in enumerate(parts))
@@ -471,9 +475,28 @@ CSS = """
 .md-typeset pre > code { white-space: pre; }
 .md-typeset .params table code { white-space: nowrap; }
 .md-typeset .params td:last-child { min-width: 18em; }
-.md-typeset p.lead { font-size: 1.05rem; color: var(--md-default-fg-color--light); }
+.md-typeset p.lead { font-size: .9rem; color: var(--md-default-fg-color--light); }
 .md-typeset h3[id] code, .md-typeset h3 { word-break: break-word; }
 """
+
+
+def fix_readme(readme: Path) -> None:
+    "README.md as nbconvert writes it from index.ipynb, made to read well on a code host: lesson links into nbs/,"
+    " each figure with its caption as alt text and below it, and a link to the site."
+    text = readme.read_text()
+    text = re.sub(r"\]\((\d[0-9a-z_]*\.ipynb|glossary\.ipynb)\)", r"](nbs/\1)", text)
+    from nbdev.process import read_nb
+    caps = []
+    for c in read_nb(NBS / "index.ipynb").cells:
+        if c.cell_type == "code" and any("image/png" in o.get("data", {}) for o in c.get("outputs", [])):
+            m = re.search(r'^#\|\s*fig-cap:\s*"?(.*?)"?\s*$', c.source, re.M)
+            caps.append(m.group(1) if m else None)
+    imgs = iter(caps)
+
+    def figure(m):
+        cap = next(imgs, None)
+        return f"![{_plain(cap)}]({m.group(1)})\n\n*{cap}*" if cap else m.group(0)
+    readme.write_text(re.sub(r"!\[png\]\(([^)]+)\)", figure, text))
 
 
 def build(out: Path) -> tuple[int, float, list[str]]:
@@ -494,7 +517,10 @@ def build(out: Path) -> tuple[int, float, list[str]]:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "_site"))
+    p.add_argument("--readme", help="only fix up this README.md (written by nbconvert from index.ipynb) and stop")
     a = p.parse_args()
+    if a.readme:
+        sys.exit(fix_readme(Path(a.readme)))
     pages, secs, debris = build(Path(a.out))
     print(f"wrote {pages} pages to {a.out} in {secs:.0f} s (MkDocs Material; open {a.out}/index.html)")
     if debris:
