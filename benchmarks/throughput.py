@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -132,14 +133,16 @@ def run_ray_data_llm(a, engine: dict, convs: list, mts: list[int]) -> dict:
                 build_processor_s=t_built - t0, wall_s=t_end - t0, generation_start=start_from, **extra, settings=settings)
 
 
-def timed_engine_cls():
+def timed_engine_cls(env: dict | None = None):
     """`run_batch`'s engine actor with its start-up stamped (wall clock), written to /tmp/rvt-start-<replica>.json:
-    actor process up, vLLM imported, async engine built (includes the engine-core process start), warm-up answered."""
+    actor process up, vLLM imported, async engine built (includes the engine-core process start), warm-up answered.
+    `env`: environment variables set in the actor before vLLM is imported (its engine-core process inherits them)."""
     from ray_vllm_tutorial.pipeline import EngineActor
 
     class TimedEngine(EngineActor):
         def __init__(self, *args, **kw):
             self.stamps = dict(actor_init=time.time())
+            os.environ.update(env or {})
             super().__init__(*args, **kw)
 
         async def start(self) -> dict:
@@ -190,7 +193,9 @@ def mp_tp_scope():
 
 
 RUN_BATCH = {"run_batch": (1, 1), "run_batch_1024": (1, 1), "run_batch512": (1, 1), "dp1tp1": (1, 1),
-             "dp2tp1": (2, 1), "dp1tp2": (1, 2), "dp1tp2mp": (1, 2)}
+             "dp2tp1": (2, 1), "dp1tp2": (1, 2), "dp1tp2mp": (1, 2), "dp1tp2v1": (1, 2)}
+# dp1tp2v1: vLLM's classic Ray executor instead of its V2 (the default in vLLM 0.26), a candidate fix for TP=2 on GPUs
+ENGINE_ENV = {"dp1tp2v1": {"VLLM_USE_RAY_V2_EXECUTOR_BACKEND": "0"}}
 
 
 def run_variant(a) -> dict:
@@ -269,7 +274,8 @@ def run_variant(a) -> dict:
         s = run_batch(tmp / "in.jsonl", tmp / "out", model=a.model, device=a.device,
                       sampling=dict(sampling, max_tokens=mts[0] if a.workload == "uniform" else max(mts)),
                       replicas=layout[0], tensor_parallel_size=layout[1],
-                      engine_kwargs=engine, progress=False, verbose=a.verbose, engine_cls=timed_engine_cls(),
+                      engine_kwargs=engine, progress=False, verbose=a.verbose,
+                      engine_cls=timed_engine_cls(ENGINE_ENV.get(a.variant)),
                       **({"batch_size": a.batch_size} if a.batch_size else {}))
         stamps = {p.stem: json.loads(p.read_text()) for p in Path("/tmp").glob("rvt-start-*.json")}
         breakdown = {}
@@ -291,10 +297,11 @@ LABELS = {"chat": "(a) one LLM.chat", "chat256": "(a') one LLM.chat, max_num_seq
           "run_batch": "(c) run_batch defaults", "run_batch_1024": "(c') run_batch, batch_size=1024, max_num_seqs=256",
           "run_batch512": "(c'') run_batch, max_num_seqs=512", "dp1tp1": "(c) run_batch DP=1 x TP=1 (1 GPU)",
           "dp1tp2mp": "(f') run_batch DP=1 x TP=2, mp executor (2 GPUs)",
+          "dp1tp2v1": "(f'') run_batch DP=1 x TP=2, vLLM's classic Ray executor (2 GPUs)",
           "ray_data_llm": "(d) Ray Data LLM, LLM's scheduler sizes", "ray_data_llm_defaults": "(d') Ray Data LLM defaults",
           "dp2tp1": "(e) run_batch DP=2 x TP=1 (2 GPUs)", "dp1tp2": "(f) run_batch DP=1 x TP=2 (2 GPUs)"}
 COLORS = {"chat": "C0", "chat256": "C9", "chat512": "C7", "seed": "C3", "run_batch": "C2", "run_batch_1024": "C8",
-          "run_batch512": "C8", "dp1tp1": "C2", "dp1tp2mp": "C5",
+          "run_batch512": "C8", "dp1tp1": "C2", "dp1tp2mp": "C5", "dp1tp2v1": "C5",
           "ray_data_llm": "C4", "ray_data_llm_defaults": "C6", "dp2tp1": "C1", "dp1tp2": "C5"}
 
 
