@@ -92,6 +92,8 @@ def test_every_page_has_contents_prev_next_and_loads_its_figures(site, browser, 
         widths = set(browser.execute_script(
             "return Array.from(document.querySelectorAll('article figure img')).map(i => i.getBoundingClientRect().width)"))
         assert len(widths) <= 1, f"{name}: figures of several widths {widths}"
+        caps = browser.execute_script("return Array.from(document.querySelectorAll('figcaption')).map(f => f.textContent)")
+        assert not [c for c in caps if "`" in c or "**" in c], f"{name}: captions with raw Markdown {caps}"
         browser.save_screenshot(str(shots / f"1400-{name}.png"))
 
 

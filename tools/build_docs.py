@@ -78,12 +78,15 @@ def _card_renderer():
             super().__init__(obj, **kw)
             self.dm = {k: v for k, v in docments(obj, full=True, eval_str=True).items()
                        if k != "self" and not k.startswith("_ray")}
+            for v in self.dm.values():  # `**kwargs` without an annotation comes back as None
+                if v.get("anno", empty) is None:
+                    v["anno"] = empty
 
         params = property(lambda self: [(f, None) for f, _ in DocmentText.params.fget(self)])
 
         def _fmt_param(self, nm, p):  # the signature's types as short as the table's
             return re.sub(rf"\b{PKG}\.\w+\.", "", DocmentText._fmt_param(self, nm, p))
-        _ret_str = property(lambda self: re.sub(rf"\b{PKG}\.\w+\.", "", DocmentText._ret_str.fget(self)))
+        _ret_str = property(lambda self: re.sub(rf"\b{PKG}\.\w+\.|\s*#.*$", "", DocmentText._ret_str.fget(self)))
 
     def typ(t) -> str:
         return re.sub(rf"\b{PKG}\.\w+\.", "", _type_str(t))
