@@ -29,7 +29,7 @@ def draw_decoder_layer(tp: int = 2):
     rows = [("attention block", [("x", "replicated", None), ("QKVParallel-\nLinear\nqkv_proj", "column", None),
                                  ("attention\n(own heads)", "local", None), ("RowParallel-\nLinear\no_proj", "row", "all-reduce #1"),
                                  ("+ residual,\nRMSNorm", "replicated", None)]),
-            ("MLP block", [("Merged-\nColumnParallel-\nLinear\ngate_up_proj", "column", None), ("SiLU(gate)\nx up", "local", None),
+            ("MLP block", [("Merged\nColumn-\nParallel-\nLinear\ngate_up_proj", "column", None), ("SiLU(gate)\nx up", "local", None),
                            ("RowParallel-\nLinear\ndown_proj", "row", "all-reduce #2"), ("+ residual", "replicated", None)])]
     colours = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(8, 5.2))
