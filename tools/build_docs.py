@@ -323,6 +323,9 @@ class Site:
             parts.append(f"# {num + '. ' if num else ''}{fm['title']}")
             if fm.get("description"):
                 parts.append(f'<p class="lead" markdown>{self._fix_links(fm["description"], name)}</p>')
+            if num:  # where to run it: the notebook in the repository, and `make lab`
+                parts.append(f'<p class="run-it" markdown>This page is a notebook: [nbs/{name}]({self.repo_url}/blob/main/nbs/{name}) '
+                             "in the repository; `make lab` opens it in JupyterLab to run cell by cell.</p>")
         for n, c in enumerate(cells):
             if c.cell_type == "markdown":
                 src = self._fix_links(c.source, name)
@@ -478,6 +481,7 @@ CSS = """
 .md-typeset pre > code { white-space: pre; }
 .md-typeset .params table code { white-space: nowrap; }
 .md-typeset .params td:last-child { min-width: 18em; }
+.md-typeset p.run-it { font-size: .7rem; color: var(--md-default-fg-color--light); }
 .md-typeset p.lead { font-size: .9rem; color: var(--md-default-fg-color--light); }
 .md-typeset h3[id] code, .md-typeset h3 { word-break: break-word; }
 """
