@@ -481,6 +481,14 @@ CSS = """
 .md-typeset pre > code { white-space: pre; }
 .md-typeset .params table code { white-space: nowrap; }
 .md-typeset .params td:last-child { min-width: 18em; }
+@media (max-width: 600px) {  /* phones: each parameter a block, its details under its name, type and default */
+  .md-typeset .params table:not([class]) { display: block; border: none; }
+  .md-typeset .params thead { display: none; }
+  .md-typeset .params tbody, .md-typeset .params tr { display: block; }
+  .md-typeset .params tr { border-top: 1px solid var(--md-typeset-table-color); padding: .3em 0; }
+  .md-typeset .params table:not([class]) td { display: inline-block; border: none; padding: .1em .4em; }
+  .md-typeset .params table:not([class]) td:last-child { display: block; min-width: 0; }
+}
 .md-typeset p.run-it { font-size: .7rem; color: var(--md-default-fg-color--light); }
 .md-typeset p.lead { font-size: .9rem; color: var(--md-default-fg-color--light); }
 .md-typeset h3[id] code, .md-typeset h3 { word-break: break-word; }
