@@ -125,10 +125,20 @@ def test_no_broken_links_or_anchors(site):
 
 
 def test_lessons_link_to_each_other(site):
+    "Every 'lesson 2' / 'lesson 03b' in the prose that names another page is a link to it."
     out, _ = site
-    html = (out / "batch_inference.html").read_text()
-    assert re.search(r'<a href="ray_core.html">lesson 0</a>', html)  # "lesson 0" in the prose, linked by the build
-    assert 'href="tensor_parallel.html">lesson 2</a>' in html
+    numbered = {re.sub(r"^0+(?=\d)", "", m.group(1)) for p in out.glob("*.html")
+                if (m := re.search(r"<h1[^>]*>(\d+[a-z]?)\. ", p.read_text()))}
+    assert {"0", "1", "2", "3"} <= numbered, numbered
+    linked, bare = 0, []
+    for p in out.glob("*.html"):
+        article = p.read_text().split("<article", 1)[-1].split("</article>", 1)[0]
+        linked += len(re.findall(r"<a [^>]*>[^<]*\b[Ll]esson \d+[a-z]?\b[^<]*</a>", article))
+        text = re.sub(r"<(a|code|pre|h1)\b.*?</\1>", "", article, flags=re.S)
+        me = (re.search(r"<h1[^>]*>(\d+[a-z]?)\. ", p.read_text()) or [None, None])[1]
+        bare += [f"{p.name}: {m.group(0)}" for m in re.finditer(r"\b[Ll]esson (\d+[a-z]?)\b", text)
+                 if re.sub(r"^0+(?=\d)", "", m.group(1)) in numbered - {me}]
+    assert linked >= 10 and not bare, (linked, bare)
 
 
 def test_search_finds_a_lesson(site, browser):
