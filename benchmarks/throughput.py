@@ -162,38 +162,8 @@ def timed_engine_cls(env: dict | None = None):
     return TimedEngine
 
 
-def mp_tp_scope():
-    """A stand-in for `engines_scope` (a probe): each engine's TP ranks as ONE bundle of `tp` GPUs held by the engine
-    actor itself, vLLM's multiprocessing executor (`mp`) inside it instead of its Ray executor."""
-    import contextlib, uuid
-    import ray
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    @contextlib.contextmanager
-    def scope(replicas, tensor_parallel_size, device, model, sampling, engine_kwargs=None, progress=None,
-              engine_cls=None, timeout_s=600):
-        pgs, engines, job = [], [], uuid.uuid4().hex[:6]
-        try:
-            for i in range(replicas):
-                pg = ray.util.placement_group([{"GPU": tensor_parallel_size, "CPU": 1}], strategy="STRICT_PACK")
-                ray.get(pg.ready(), timeout=timeout_s)
-                pgs.append(pg)
-                strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=0)
-                kw = dict(engine_kwargs or {}, distributed_executor_backend="mp")
-                engines.append(ray.remote(engine_cls).options(num_cpus=1, num_gpus=tensor_parallel_size,
-                    scheduling_strategy=strategy, name=f"rvt-{job}-engine-{i}").remote(
-                    i, model, tensor_parallel_size, device, sampling, kw, progress))
-            yield engines
-        finally:
-            for e in engines:
-                ray.kill(e)
-            for pg in pgs:
-                ray.util.remove_placement_group(pg)
-    return scope
-
-
 RUN_BATCH = {"run_batch": (1, 1), "run_batch_1024": (1, 1), "run_batch512": (1, 1), "dp1tp1": (1, 1),
-             "dp2tp1": (2, 1), "dp1tp2": (1, 2), "dp1tp2mp": (1, 2), "dp1tp2v1": (1, 2)}
+             "dp2tp1": (2, 1), "dp1tp2": (1, 2), "dp1tp2v1": (1, 2)}
 # dp1tp2v1: vLLM's classic Ray executor instead of its V2 (the default in vLLM 0.26), a candidate fix for TP=2 on GPUs
 ENGINE_ENV = {"dp1tp2v1": {"VLLM_USE_RAY_V2_EXECUTOR_BACKEND": "0"}}
 
@@ -257,10 +227,7 @@ def run_variant(a) -> dict:
         if a.variant == "run_batch512":  # every step inside vLLM's captured CUDA graphs (it captures up to 512)
             engine["max_num_seqs"] = 512
         import tempfile
-        from ray_vllm_tutorial import pipeline
         from ray_vllm_tutorial.pipeline import run_batch
-        if a.variant == "dp1tp2mp":
-            pipeline.engines_scope = mp_tp_scope()
         for old in Path("/tmp").glob("rvt-start-*.json"):
             old.unlink()
         tmp = Path(tempfile.mkdtemp())
@@ -296,12 +263,11 @@ LABELS = {"chat": "(a) one LLM.chat", "chat256": "(a') one LLM.chat, max_num_seq
           "chat512": "(a'') one LLM.chat, max_num_seqs=512", "seed": "(b) classic recipe, batch_size=4",
           "run_batch": "(c) run_batch defaults", "run_batch_1024": "(c') run_batch, batch_size=1024, max_num_seqs=256",
           "run_batch512": "(c'') run_batch, max_num_seqs=512", "dp1tp1": "(c) run_batch DP=1 x TP=1 (1 GPU)",
-          "dp1tp2mp": "(f') run_batch DP=1 x TP=2, mp executor (2 GPUs)",
           "dp1tp2v1": "(f'') run_batch DP=1 x TP=2, vLLM's classic Ray executor (2 GPUs)",
           "ray_data_llm": "(d) Ray Data LLM, LLM's scheduler sizes", "ray_data_llm_defaults": "(d') Ray Data LLM defaults",
           "dp2tp1": "(e) run_batch DP=2 x TP=1 (2 GPUs)", "dp1tp2": "(f) run_batch DP=1 x TP=2 (2 GPUs)"}
 COLORS = {"chat": "C0", "chat256": "C9", "chat512": "C7", "seed": "C3", "run_batch": "C2", "run_batch_1024": "C8",
-          "run_batch512": "C8", "dp1tp1": "C2", "dp1tp2mp": "C5", "dp1tp2v1": "C5",
+          "run_batch512": "C8", "dp1tp1": "C2", "dp1tp2v1": "C5",
           "ray_data_llm": "C4", "ray_data_llm_defaults": "C6", "dp2tp1": "C1", "dp1tp2": "C5"}
 
 
