@@ -74,17 +74,22 @@ def local_cluster(
         raise RuntimeError("Ray is already initialized in this process: call ray.shutdown() first")
     # The cluster lives in its own process, as a real one would (and Ray's node start-up needs a main thread).
     code = f"from ray_vllm_tutorial.cluster import _serve_local_cluster; _serve_local_cluster({nodes}, {gpus_per_node}, {cpus_per_node})"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        t0, line = time.monotonic(), ""
-        while not line.startswith("ADDRESS "):
+    t0 = time.monotonic()
+    for tries in range(1, 4):  # a busy machine can miss Ray's 30 s node start-up window: then start afresh
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = ""
+        while not line.startswith("ADDRESS ") and proc.poll() is None:
             line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                raise RuntimeError(f"local cluster process exited with code {proc.returncode}")
             if time.monotonic() - t0 > timeout_s:
+                proc.kill()
                 raise TimeoutError(f"local cluster not up within {timeout_s:g} s")
+        if line.startswith("ADDRESS "):
+            break
+    else:
+        raise RuntimeError(f"local cluster process exited with code {proc.returncode}, {tries} times")
+    try:
         address = line.split()[1]
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=False)  # no worker or autoscaler log lines in the driver's output
         ray.get(ray.remote(lambda: None).remote())  # one task first: a group made before any task can stay pending
         yield address
     finally:
@@ -183,7 +188,7 @@ def draw_cluster(rows: list[dict] | None = None, nodes: dict | None = None, titl
     groups = sorted({(r["name"] or r["pg"][:6]) for r in rows})
     colours = dict(zip(groups, plt.get_cmap("tab10").colors))
     widths = [max(2, int(nodes[nid])) * 0.95 + 0.2 for nid in node_ids]  # a box grows with its GPU count
-    fig, ax = plt.subplots(figsize=(1.15 * (sum(widths) + 0.3 * len(widths)) + 0.5, 2.6))
+    fig, ax = plt.subplots(figsize=(8, 2.6))  # one width for every figure of the course
     x0 = 0.0
     for nid, width in zip(node_ids, widths):
         ax.add_patch(Rectangle((x0, 0), width, 2, fill=False, lw=1.5))
