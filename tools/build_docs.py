@@ -16,8 +16,9 @@ test (tests/test_docs_site.py) checks.
 3. An API reference page lists every module's exports with the same cards, each linked to the lesson section that
    teaches it.
 4. MkDocs with the Material theme builds the site (`--strict`: a broken link or anchor fails the build). Material
-   gives search, an "on this page" contents, previous/next links, a layout that folds the navigation into a menu on
-   phones, and code blocks that scroll sideways, with no web fonts or scripts fetched from outside.
+   gives search (in the browser, from a prebuilt index), an "on this page" contents, previous/next links, a layout that
+   folds the navigation into a menu on phones, and code blocks that scroll sideways; no web fonts are fetched. Search
+   needs the site served over HTTP (`python -m http.server -d _site`), not opened as a file.
 """
 from __future__ import annotations
 
@@ -537,7 +538,8 @@ if __name__ == "__main__":
     if a.readme:
         sys.exit(fix_readme(Path(a.readme)))
     pages, secs, debris = build(Path(a.out))
-    print(f"wrote {pages} pages to {a.out} in {secs:.0f} s (MkDocs Material; open {a.out}/index.html)")
+    print(f"wrote {pages} pages to {a.out} in {secs:.0f} s (MkDocs Material); read it with search at "
+          f"http://localhost:8000 after: python -m http.server -d {a.out} 8000")
     if debris:
         print(f"output debris left in saved outputs ({len(debris)} lines; the lessons' owners should clean them):")
         print("\n".join("  " + d for d in debris))
