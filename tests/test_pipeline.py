@@ -54,6 +54,12 @@ def _cli(inp, out, *args):
             str(out), *args]
 
 
+def _sigint_default() -> None:
+    """In a child before exec: SIGINT back to its default, so Python installs its Ctrl-C handler even when this test
+    run was started in the background (a shell's background jobs ignore SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _ctrl_c(proc, timeout=120) -> str:
     "SIGINT to the job's process group, as a terminal sends it; its stderr once it ended (anything left: killed by PID)."
     os.killpg(proc.pid, signal.SIGINT)
@@ -187,7 +193,8 @@ def test_resume_after_kill(tmp_path):
     inp = _write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
     cmd = _cli(inp, out, "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress")
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     t0 = time.time()
     while time.time() - t0 < 300 and len(list(out.glob("*.parquet"))) < 3:
         time.sleep(0.2)
@@ -209,7 +216,8 @@ def test_ctrl_c_exits_130_and_resumes(tmp_path):
     inp = _write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
     cmd = _cli(inp, out, "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress")
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while time.time() - t0 < 300 and not list(out.glob("*.parquet")):
         time.sleep(0.2)
@@ -288,6 +296,7 @@ def test_all_engines_dead_stops_clearly_and_resumes(tmp_path):
         time.sleep(1)
         assert placement_groups() == [] and ray.available_resources().get("CPU") == 4
     finally:
+        signal.signal(signal.SIGINT, handler)
         ray.shutdown()
     s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
     assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
@@ -309,6 +318,7 @@ def test_ctrl_c_removes_placement_groups(tmp_path):
     import threading
     inp, _ = _echo_input(tmp_path)
     init_ray(num_cpus=4)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # interrupt_main does nothing if SIGINT is ignored
     try:
         threading.Timer(3.0, _thread.interrupt_main).start()
         with pytest.raises(KeyboardInterrupt):
@@ -378,7 +388,8 @@ def test_cli_dry_run_resumes_after_kill_for_every_kind(tmp_path, kind, how):
     """`ray-vllm-batch --dry-run` (EchoEngine, no model) killed mid-job, then re-run: every id exactly once."""
     inp, out = _write_jsonl(tmp_path / "in.jsonl", _rows_of_kind(kind, 120)), tmp_path / "out"
     cmd = _cli(inp, out, *DRY_RUN)
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while time.time() - t0 < 120 and len(list(out.glob("rvt-part-*"))) < 2:
         time.sleep(0.1)
@@ -405,7 +416,8 @@ def test_sigkill_of_the_cli_leaves_no_ray_process(tmp_path):
     import psutil
     inp, out = _write_jsonl(tmp_path / "in.jsonl", _rows_of_kind("prompt", 120)), tmp_path / "out"
     cmd = _cli(inp, out, *DRY_RUN)
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     t0 = time.time()
     while time.time() - t0 < 120 and not list(out.glob("rvt-part-*")):
         time.sleep(0.1)
