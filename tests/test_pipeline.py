@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -72,6 +71,16 @@ def _ctrl_c(proc, timeout=120) -> str:
 
 def _assert_no_ray_left():
     assert not ray.is_initialized()  # run_batch started Ray, so it shut it down (with its placement groups)
+
+
+def _assert_all_released(cpus: int, within: float = 20.0):
+    "No live placement group and all `cpus` free again: Ray releases them asynchronously, so wait up to `within` s."
+    deadline = time.monotonic() + within
+    while True:
+        live, free = placement_groups(), ray.available_resources().get("CPU")
+        if (live == [] and free == cpus) or time.monotonic() > deadline: break
+        time.sleep(0.5)
+    assert live == [] and free == cpus, (live, free)
 
 
 def test_input_errors_before_any_engine(tmp_path):
@@ -173,9 +182,7 @@ def test_placement_groups_removed_after_failure(tmp_path):
         with pytest.raises(RuntimeError, match="an engine failed to start"):
             run_batch(_write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}]), tmp_path / "o",
                       model=str(tmp_path / "no-such-model"), progress=False)
-        time.sleep(1)
-        live = [v for v in ray.util.placement_group_table().values() if v["state"] != "REMOVED"]
-        assert live == [] and ray.available_resources().get("CPU") == 3
+        _assert_all_released(3)
     finally:
         ray.shutdown()
 
@@ -203,7 +210,7 @@ def test_resume_after_kill(tmp_path):
     assert 0 < len(partial) < len(rows), len(partial)  # killed halfway
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"already done" in r.stdout
+    assert "already done" in r.stdout
     final = read_output(out)
     assert sorted(final["id"]) == [x["id"] for x in rows]  # each id exactly once
     assert final["error"].isna().all()
@@ -293,10 +300,8 @@ def test_all_engines_dead_stops_clearly_and_resumes(tmp_path):
         with pytest.raises(EnginesDied, match="every engine died.*re-run the same command to resume"):
             run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
                       engine_kwargs=dict(echo=dict(die_after={0: 0, 1: 0})))
-        time.sleep(1)
-        assert placement_groups() == [] and ray.available_resources().get("CPU") == 4
+        _assert_all_released(4)
     finally:
-        signal.signal(signal.SIGINT, handler)
         ray.shutdown()
     s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
     assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
@@ -324,9 +329,9 @@ def test_ctrl_c_removes_placement_groups(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
                       engine_kwargs=dict(echo=dict(hang=True)))
-        time.sleep(1)
-        assert placement_groups() == [] and ray.available_resources().get("CPU") == 4
+        _assert_all_released(4)
     finally:
+        signal.signal(signal.SIGINT, handler)
         ray.shutdown()
 
 
