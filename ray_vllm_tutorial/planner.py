@@ -117,7 +117,7 @@ def memory_per_gpu(config: str | Path | dict, tp: int, dtype_bytes: int = 2, max
 import re
 
 _STARTUP_PATTERNS = {
-    "kv_cache_gib": [r"Available KV cache memory: ([\d.]+) GiB", r"Auto set \(([\d.]+)/[\d.]+\) GiB for KV cache"],
+    "kv_cache_gib": [r"Available KV cache memory: ([\d.]+) GiB", r"(?:Auto|Explicitly) set \(([\d.]+)/[\d.]+\) GiB for KV cache"],
     "kv_cache_tokens": [r"KV cache size: ([\d,]+) tokens"],
     "weights_gib": [r"Model loading took ([\d.]+) GiB"],
 }
