@@ -51,9 +51,10 @@ def describe(mts: list[int]) -> dict:
 
 
 def warm_up(llm) -> None:
-    "One tiny request, as run_batch's actors do, so lazy kernel compilation is not timed as generation."
+    "The warm-up request run_batch's engines answer (`engines.WARM_UP`), so lazy kernel compilation is not timed as generation."
     from vllm import SamplingParams
-    llm.chat([[{"role": "user", "content": "warm up"}]], SamplingParams(max_tokens=4), use_tqdm=False)
+    from ray_vllm_tutorial.engines import WARM_UP, WARM_UP_MAX_TOKENS
+    llm.chat([WARM_UP], SamplingParams(max_tokens=WARM_UP_MAX_TOKENS), use_tqdm=False)
 
 
 def llm_batch_defaults(a, kw: dict) -> dict:
@@ -137,7 +138,7 @@ def timed_engine_cls(env: dict | None = None):
     """`run_batch`'s engine actor with its start-up stamped (wall clock), written to /tmp/rvt-start-<replica>.json:
     actor process up, vLLM imported, async engine built (includes the engine-core process start), warm-up answered.
     `env`: environment variables set in the actor before vLLM is imported (its engine-core process inherits them)."""
-    from ray_vllm_tutorial.pipeline import EngineActor
+    from ray_vllm_tutorial.engines import EngineActor
 
     class TimedEngine(EngineActor):
         def __init__(self, *args, **kw):
@@ -285,7 +286,7 @@ def report(results: dict, out: Path, title: str, failed: dict | None = None) -> 
     refs = [k for k in results if k.split("#")[0] in ("chat", "chat256")]
     ref = max(refs, key=lambda k: results[k]["tokens_per_s"]) if refs else next(iter(results))
     base = results[ref]["tokens_per_s"]
-    vs = f"vs best of (a), (a')" if refs else f"vs {label(ref).split()[0]}"
+    vs = "vs best of (a), (a')" if refs else f"vs {label(ref).split()[0]}"
     lines = [f"# {title.replace(chr(10), ', ')}", "",
              f"| variant | rows | output tokens | engine start (s) | generation (s) | output tokens/s | {vs} |",
              "|---|---|---|---|---|---|---|"]

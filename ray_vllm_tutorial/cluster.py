@@ -15,7 +15,6 @@ from typing import Iterator, Literal
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 # %% auto #0
 __all__ = ['Device', 'init_ray', 'local_cluster', 'check_positive_int', 'tp_bundles', 'tp_placement_group',
