@@ -19,9 +19,10 @@ import ray
 from fastcore.docments import docments
 
 from .cluster import cluster_gpus, init_ray
+from .engines import EchoEngine
 from .inputs import PER_ROW_SAMPLING, InputError
 from .outputs import read_output
-from .pipeline import DEFAULT_SAMPLING, EchoEngine, run_batch, sample_prompts_path
+from .pipeline import DEFAULT_SAMPLING, run_batch, sample_prompts_path
 from .planner import plan_for
 
 # %% auto #0

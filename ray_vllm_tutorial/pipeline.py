@@ -10,26 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
-import json
 import logging
 import math
 import os
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Literal
 
 import pandas as pd
 import ray
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from .chat import _cpu_thread_binding, detect_device, engine_kwargs as vllm_engine_kwargs, parse_outputs
-from .cluster import check_positive_int, init_ray, reap_on_exit, tp_placement_group
-from .inputs import normalize_requests, read_table, row_sampling
+from .chat import detect_device
+from .cluster import check_positive_int, init_ray, reap_on_exit
+from .engines import EngineActor, EnginesDied, _engine_died, _raise_start_failure, engines_scope
+from .inputs import normalize_requests, read_table
 from .models import resolve_model
 from .outputs import (_error_kind, claim_output, input_fingerprint, part_filename_provider, quarantined,
                       read_output, write_openai_output)
@@ -41,144 +38,13 @@ ANSWER_COLUMNS = ["generated_text", "finish_reason", "generated_texts", "finish_
                   "output_tokens", "error", "started_at", "finished_at"]
 DEFAULT_SAMPLING = dict(max_tokens=256, temperature=0.0)
 DEFAULT_BATCH_SIZE = 32  # rows per hand-off to an engine: small, so the dispatcher can balance the engines
-PLACEMENT_TIMEOUT_S = 120  # how long an engine's placement group may take to be placed
 MAX_NUM_SEQS_HINT = 1024  # the most sequences vLLM schedules by default (an H100): sizes the queue before engines say
-ENGINE_START_TIMEOUT_S = 1800  # how long the engines may take to start (a first torch.compile on a GPU takes minutes)
-WARM_UP = [{"role": "user", "content": "warm up"}]  # the one tiny request every engine answers before it is ready
-WARM_UP_MAX_TOKENS = 4
 
 # %% auto #0
-__all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'PLACEMENT_TIMEOUT_S', 'MAX_NUM_SEQS_HINT',
-           'ENGINE_START_TIMEOUT_S', 'WARM_UP', 'WARM_UP_MAX_TOKENS', 'ECHO_SIZES', 'ECHO_TOKEN_S', 'EngineActor',
-           'EchoEngine', 'EnginesDied', 'Dispatcher', 'engines_scope', 'start_engines', 'batch_plan', 'answer',
+__all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'MAX_NUM_SEQS_HINT', 'Dispatcher', 'batch_plan', 'answer',
            'Summary', 'run_batch', 'sample_prompts_path']
 
-# %% ../nbs/03_batch_inference.ipynb #4f7bdbea
-def _row_error(row: dict) -> str | None:
-    "The row's input error, if any (None, NaN and '' mean none)."
-    e = row.get("error")
-    return e if isinstance(e, str) and e else None
-
-class EngineActor:
-    "One vLLM engine (its async engine, `AsyncLLM`) in a Ray actor: every row it is handed runs at once, so vLLM's scheduler always has the whole in-flight set to batch."
-    def __init__(self,
-                 replica: int,  # this engine's number in the job, 0..replicas-1
-                 model: str,  # model name or folder
-                 tensor_parallel_size: int,  # ranks of this engine
-                 device: str,  # "gpu" or "cpu"
-                 sampling: dict,  # the job's SamplingParams defaults (a row's own fields win)
-                 engine_kwargs: dict,  # more vLLM engine arguments
-                 progress=None):  # a `ProgressCounter` to report to
-        self.replica, self.sampling, self.progress = replica, dict(sampling), progress
-        self.args = (model, tensor_parallel_size, device, dict(engine_kwargs))
-
-    async def start(self) -> dict:
-        "Build the engine, answer `WARM_UP` (lazy kernel compilation counts as start-up); return its sizes."
-        from vllm import AsyncEngineArgs, SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-        from vllm.usage.usage_lib import UsageContext
-        from vllm.v1.engine.async_llm import AsyncLLM
-        model, tp, device, extra = self.args
-        self.final = RequestOutputKind.FINAL_ONLY  # one output per request, not one per token
-        if device == "cpu" and tp > 1:  # each rank its own cores, as `make_llm` does
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_thread_binding(tp))
-        kw = dict(disable_log_stats=True) | vllm_engine_kwargs(model, tp, device, **extra)
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kw), usage_context=UsageContext.LLM_CLASS)
-        tok = self.engine.get_tokenizer()
-        self.tok = await tok if inspect.isawaitable(tok) else tok
-        cfg = self.engine.vllm_config
-        self.max_len = cfg.model_config.max_model_len
-        await self._generate(WARM_UP, SamplingParams(max_tokens=WARM_UP_MAX_TOKENS, output_kind=self.final))
-        if self.progress is not None:
-            self.progress.ready.remote(self.replica, time.time())
-        return dict(replica=self.replica, max_num_seqs=cfg.scheduler_config.max_num_seqs,
-                    max_num_batched_tokens=cfg.scheduler_config.max_num_batched_tokens, max_model_len=self.max_len)
-
-    def _prompt(self, messages: list) -> list[int]:
-        "The conversation through the model's chat template, as token ids; ValueError if no room is left to answer."
-        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = self.tok(text, add_special_tokens=False)["input_ids"]
-        if len(ids) >= self.max_len:
-            raise ValueError(f"prompt too long: {len(ids)} tokens, the model's context is {self.max_len}")
-        return ids
-
-    async def _generate(self, messages: list, params) -> Any:
-        "One request through the engine; its final `RequestOutput`."
-        final = None
-        async for out in self.engine.generate({"prompt_token_ids": self._prompt(messages)}, params, uuid.uuid4().hex):
-            final = out
-        return final
-
-    async def _answer(self, row: dict) -> dict:
-        "One row's result columns: a problem with the row becomes its `error`; an engine death is raised."
-        from vllm import SamplingParams
-        from vllm.v1.engine.exceptions import EngineDeadError
-        if _row_error(row):
-            return dict(error=_row_error(row))
-        started = time.time()
-        try:
-            params = SamplingParams(**row_sampling(self.sampling, row.get("sampling")), output_kind=self.final)
-            out = await self._generate(json.loads(row["messages"]), params)
-        except EngineDeadError:
-            raise  # fatal for this engine: the dispatcher sends its rows to another
-        except ValueError as e:  # too long, or a request vLLM rejects
-            return dict(error=str(e) if str(e).startswith("prompt too long") else f"bad request: {e}")
-        except Exception as e:  # e.g. a chat template that rejects the conversation (roles out of order)
-            return dict(error=f"generation failed: {type(e).__name__}: {e}")
-        return {k: v[0] for k, v in parse_outputs([out], all_samples=True).items()} | dict(
-            started_at=started, finished_at=time.time(), error=None)
-
-    async def generate(self, rows: list[dict]) -> list[dict]:
-        "Answer `rows` (dicts with `messages`, `sampling`, `error`) all at once; results in the same order."
-        return list(await asyncio.gather(*(self._answer(r) for r in rows)))
-
-# %% ../nbs/03_batch_inference.ipynb #1a43c59d
-ECHO_SIZES = dict(max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=2048)  # what `EchoEngine.start` reports
-ECHO_TOKEN_S = 0.005  # seconds per echoed word, unless `engine_kwargs["echo"]["token_s"]` says otherwise
-
-class EchoEngine:
-    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds; it can die after `die_after` rows (fault drills) or hold its rows forever (`hang`). For tests and dry runs."
-    def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
-                 engine_kwargs: dict, progress=None):
-        self.replica, self.sampling, self.progress = replica, dict(sampling), progress
-        opts = engine_kwargs.get("echo", {})  # e.g. {"token_s": 0.01, "die_after": {0: 20}, "hang": False}
-        self.token_s, self.hang = opts.get("token_s", ECHO_TOKEN_S), opts.get("hang", False)
-        self.die_after = {int(k): v for k, v in opts.get("die_after", {}).items()}.get(replica)
-        self.answered = 0
-
-    async def start(self) -> dict:
-        "Ready at once."
-        if self.progress is not None:
-            self.progress.ready.remote(self.replica, time.time())
-        return dict(replica=self.replica, **ECHO_SIZES)
-
-    async def _answer(self, row: dict) -> dict:
-        if _row_error(row):
-            return dict(error=_row_error(row))
-        started = time.time()
-        words = json.loads(row["messages"])[-1]["content"].split()
-        n = min(len(words), row_sampling(self.sampling, row.get("sampling"))["max_tokens"])
-        await asyncio.sleep(3600 if self.hang else n * self.token_s)
-        return dict(generated_text=" ".join(words[:n]), finish_reason="length" if n < len(words) else "stop",
-                    prompt_tokens=len(words), output_tokens=n, generated_texts=[" ".join(words[:n])],
-                    finish_reasons=["stop"], started_at=started, finished_at=time.time(), error=None)
-
-    async def generate(self, rows: list[dict]) -> list[dict]:
-        "Answer `rows` all at once; the actor exits (like a crashed engine) once more than `die_after` rows were asked for."
-        self.answered += len(rows)
-        if self.die_after is not None and self.answered > self.die_after:
-            ray.actor.exit_actor()  # the actor ends; calls it held fail with RayActorError
-        return list(await asyncio.gather(*(self._answer(r) for r in rows)))
-
 # %% ../nbs/03_batch_inference.ipynb #24fc98d3
-class EnginesDied(RuntimeError):
-    "Every engine of a job died; the rows answered so far are in the output folder, and a re-run resumes."
-
-def _engine_died(e: Exception) -> bool:
-    "Whether a call's exception means the engine is gone: its actor died, or vLLM's engine inside it did."
-    return isinstance(e, ray.exceptions.RayActorError) or (
-        isinstance(e, ray.exceptions.RayTaskError) and "EngineDeadError" in str(e))
-
 class Dispatcher:
     "The step between Ray Data's reading and writing: each small batch goes to the live engine with the fewest rows in flight; the rows of an engine that dies go to another."
     def __init__(self,
@@ -256,63 +122,6 @@ class Dispatcher:
         if self.progress is not None and replica >= 0:
             self.progress.add.remote(replica, len(out), int(out["output_tokens"].sum()), time.time())
         return out
-
-# %% ../nbs/03_batch_inference.ipynb #595d1999
-@contextlib.contextmanager
-def engines_scope(
-    replicas: int,  # engines (data parallelism)
-    tensor_parallel_size: int,  # ranks per engine, one bundle each in the engine's own STRICT_PACK placement group
-    device: str,  # "gpu" or "cpu"
-    model: str,  # model name or folder
-    sampling: dict,  # the job's SamplingParams defaults (a row's own fields win)
-    engine_kwargs: dict | None = None,  # more vLLM engine arguments
-    progress=None,  # a `ProgressCounter` to report to
-    engine_cls: type = EngineActor,  # the actor class: `EngineActor`, or `EchoEngine` for drills
-    timeout_s: float = PLACEMENT_TIMEOUT_S,  # how long each placement group may take to be placed
-) -> Iterator[list]:
-    "Create one placement group and one engine actor per replica (not started yet); yield the actors; on the way out, however it is left, kill them and remove the groups."
-    pgs, engines, job = [], [], uuid.uuid4().hex[:6]
-    try:
-        for i in range(replicas):
-            pgs.append(tp_placement_group(tensor_parallel_size, device, timeout_s=timeout_s, name=f"rvt-{job}-engine-{i}"))
-            gpus = 1 if device == "gpu" and tensor_parallel_size == 1 else 0  # TP>1: vLLM's Ray workers take the GPUs
-            strategy = PlacementGroupSchedulingStrategy(placement_group=pgs[-1], placement_group_bundle_index=0,
-                                                        placement_group_capture_child_tasks=True)
-            actor = ray.remote(engine_cls).options(num_cpus=1, num_gpus=gpus, scheduling_strategy=strategy,
-                                                   name=f"rvt-{job}-engine-{i}")
-            engines.append(actor.remote(i, model, tensor_parallel_size, device, sampling, engine_kwargs or {}, progress))
-        yield engines
-    finally:
-        for e in engines:
-            ray.kill(e)
-        for pg in pgs:
-            ray.util.remove_placement_group(pg)
-
-# %% ../nbs/03_batch_inference.ipynb #070eec21
-def _raise_start_failure(starts: list) -> None:
-    "If one of the engines' `start` calls (refs) has failed, raise what it failed with, plainly; else return."
-    done, _ = ray.wait(starts, num_returns=len(starts), timeout=0)
-    for ref in done:
-        try:
-            ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            raise RuntimeError(f"an engine failed to start: {type(e.cause).__name__}: {e.cause}") from None
-        except ray.exceptions.RayActorError as e:
-            raise RuntimeError(f"an engine died while starting: {e}") from None
-
-def start_engines(
-    engines: list,  # actors from `engines_scope`
-    timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long they may take together
-) -> list[dict]:
-    "Start every engine at once and wait for all; what each reports (its `max_num_seqs`, ...). The first start that fails raises its own error."
-    starts = [e.start.remote() for e in engines]
-    try:
-        return ray.get(starts, timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        raise TimeoutError(f"the engines did not start within {timeout_s:g} s") from None
-    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError):
-        _raise_start_failure(starts)
-        raise
 
 # %% ../nbs/03_batch_inference.ipynb #634f1214
 def batch_plan(

@@ -7,7 +7,8 @@ import pytest
 from fastcore.docments import docments
 
 from ray_vllm_tutorial import cli
-from ray_vllm_tutorial.pipeline import EchoEngine, run_batch
+from ray_vllm_tutorial.engines import EchoEngine
+from ray_vllm_tutorial.pipeline import run_batch
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from ray_vllm_tutorial.models import tiny_corpus
 from ray_vllm_tutorial.cluster import init_ray, placement_groups
 from ray_vllm_tutorial.inputs import InputError, normalize_requests
 from ray_vllm_tutorial.outputs import read_output
-from ray_vllm_tutorial.pipeline import EchoEngine, EnginesDied, run_batch
+from ray_vllm_tutorial.engines import EchoEngine, EnginesDied
+from ray_vllm_tutorial.pipeline import run_batch
 
 SMALL = dict(max_tokens=8)
 
