@@ -8,12 +8,16 @@ Docs: https://ray-vllm-tutorial.github.io/ray_vllm_tutorial/cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
 import os
 import sys
+import tempfile
 import typing
+from pathlib import Path
+from typing import Iterator
 
 import ray
 from fastcore.docments import docments
@@ -26,7 +30,7 @@ from .pipeline import DEFAULT_SAMPLING, run_batch, sample_prompts_path
 from .planner import plan_for
 
 # %% auto #0
-__all__ = ['PROG', 'BY_HAND', 'ALIASES', 'PLAN_MAX_MODEL_LEN', 'build_parser', 'main']
+__all__ = ['PROG', 'BY_HAND', 'ALIASES', 'PLAN_MAX_MODEL_LEN', 'build_parser', 'native_stderr_to', 'main']
 
 # %% ../nbs/03d_cli.ipynb #f58b6ac9
 PROG = "ray-vllm-batch"
@@ -90,6 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument("--gpu-memory-gb", type=float, metavar="GIB", help="with --plan: memory per GPU (GiB)")
     extra.add_argument("--show", type=int, default=0, metavar="N", help="print this many result rows at the end")
     return p
+
+# %% ../nbs/03d_cli.ipynb #39509b30
+@contextlib.contextmanager
+def native_stderr_to(
+    path: str | os.PathLike,  # the file that receives what native code (Ray's C++ core, CUDA, ...) writes to stderr
+) -> Iterator[Path]:
+    "While it lasts, file descriptor 2 (and the processes started meanwhile) write to `path`; `sys.stderr` keeps the terminal."
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    saved = sys.stderr
+    sys.stderr = open(terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    try:
+        yield Path(path)
+    finally:
+        sys.stderr.flush()
+        sys.stderr = saved
+        os.dup2(terminal, 2)
+        os.close(terminal)
 
 # %% ../nbs/03d_cli.ipynb #57e62141
 def _pairs(pairs: list[str], flag: str) -> dict:
@@ -159,19 +183,30 @@ def main(
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         logging.getLogger("vllm.triton_utils.importing").setLevel(logging.ERROR)  # logs before vLLM reads the above
     output = _one(p, args.output, args.output_dir, "output folder") or "out/batch"
+    native = None if args.verbose else Path(tempfile.mkstemp(prefix=f"{PROG}-", suffix=".log")[1])
+    seen, keep = f" (Ray's and vLLM's own messages: {native})" if native else "", False  # keep: after a failure
     try:
-        summary = run_batch(_one(p, args.input, args.input_file, "input") or sample_prompts_path(), output,
-                            sampling=sampling, engine_kwargs=engine, **kw)
-    except (InputError, ValueError, RuntimeError, TimeoutError) as e:
+        with native_stderr_to(native) if native else contextlib.nullcontext():
+            summary = run_batch(_one(p, args.input, args.input_file, "input") or sample_prompts_path(), output,
+                                sampling=sampling, engine_kwargs=engine, **kw)
+    except (InputError, ValueError) as e:  # found before any engine started: the log is empty
         print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError) as e:
+        keep = True
+        print(f"{PROG}: error: {e}{seen}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; placement groups removed. Re-run the same command to resume.", file=sys.stderr)
         return 130
     except Exception:
-        if not args.verbose:
-            print(f"{PROG}: failed; run again with --verbose to see Ray's and vLLM's logs", file=sys.stderr)
+        keep = True
+        if native:
+            print(f"{PROG}: failed{seen}; run again with --verbose to see them as they come", file=sys.stderr)
         raise
+    finally:
+        if native and not keep:
+            native.unlink(missing_ok=True)
     print(summary)
     if args.show:
         cols = ["id", "generated_text", "finish_reason", "output_tokens", "error"]

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -200,10 +201,26 @@ def test_resume_after_kill(tmp_path):
     assert 0 < len(partial) < len(rows), len(partial)  # killed halfway
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr == ""  # no Ray or vLLM line (not even Ray's C++ core) without --verbose
     assert "already done" in r.stdout
     final = read_output(out)
     assert sorted(final["id"]) == [x["id"] for x in rows]  # each id exactly once
     assert final["error"].isna().all()
+
+
+def test_cli_failure_names_the_native_log(tmp_path):
+    """An engine that cannot start: exit 2, one line that says so and names the file holding Ray's and vLLM's own
+    messages (kept after a failure; a successful run deletes it)."""
+    inp = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}])
+    r = subprocess.run(_cli(inp, tmp_path / "o", "--model", str(tmp_path / "no-such-model"), "--device", "cpu",
+                            "--no-progress"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "an engine failed to start" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    log = Path(r.stderr.split("own messages: ")[1].split(")")[0])
+    try:
+        assert log.name.startswith("ray-vllm-batch-") and log.stat().st_size > 0
+    finally:
+        log.unlink(missing_ok=True)
 
 
 def test_ctrl_c_exits_130_and_resumes(tmp_path):
@@ -397,6 +414,7 @@ def test_cli_dry_run_resumes_after_kill_for_every_kind(tmp_path, kind, how):
     assert 0 < done < 120, done
     r = subprocess.run(rerun, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr == ""  # --no-progress and no --verbose: nothing from Ray's C++ core either
     assert f"{done} already done" in r.stdout
     final = read_output(out)
     assert final["id"].nunique() == len(final) == 120 and final["error"].isna().all()
