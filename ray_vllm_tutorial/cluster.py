@@ -26,7 +26,6 @@ def init_ray(
     address: str | None = None,  # None: start a private local Ray; "auto" or "ray://host:port": join that cluster
     num_cpus: int | None = None,  # logical CPUs of the local instance (ignored when joining a cluster)
     num_gpus: int | None = None,  # logical GPUs of the local instance (ignored when joining a cluster)
-    backend_log_level: str | None = None,  # Ray's C++ log level here and in the Ray it starts ("fatal": no ERROR lines)
     **kwargs,  # passed on to `ray.init`
 ) -> dict:
     "Start a private local Ray (or join `address`) unless one is running; return the cluster's total resources."
@@ -34,20 +33,11 @@ def init_ray(
         return ray.cluster_resources()
     kwargs.setdefault("include_dashboard", False)
     kwargs.setdefault("log_to_driver", True)
-    saved = os.environ.get("RAY_BACKEND_LOG_LEVEL")
-    if backend_log_level is not None:  # Ray's C++ core reads it once, as each of its processes starts
-        os.environ["RAY_BACKEND_LOG_LEVEL"] = backend_log_level
-    try:
-        if address is None:
-            kwargs.setdefault("_node_ip_address", "127.0.0.1")
-            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
-    finally:
-        if saved is None:
-            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
-        else:
-            os.environ["RAY_BACKEND_LOG_LEVEL"] = saved
+    if address is None:
+        kwargs.setdefault("_node_ip_address", "127.0.0.1")
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    else:
+        ray.init(address=address, **kwargs)
     return ray.cluster_resources()
 
 # %% ../nbs/00_ray_core.ipynb #3cde6717
