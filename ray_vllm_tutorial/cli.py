@@ -183,12 +183,12 @@ def main(
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         logging.getLogger("vllm.triton_utils.importing").setLevel(logging.ERROR)  # logs before vLLM reads the above
     output = _one(p, args.output, args.output_dir, "output folder") or "out/batch"
+    input = _one(p, args.input, args.input_file, "input") or sample_prompts_path()
     native = None if args.verbose else Path(tempfile.mkstemp(prefix=f"{PROG}-", suffix=".log")[1])
     seen, keep = f" (Ray's and vLLM's own messages: {native})" if native else "", False  # keep: after a failure
     try:
         with native_stderr_to(native) if native else contextlib.nullcontext():
-            summary = run_batch(_one(p, args.input, args.input_file, "input") or sample_prompts_path(), output,
-                                sampling=sampling, engine_kwargs=engine, **kw)
+            summary = run_batch(input, output, sampling=sampling, engine_kwargs=engine, **kw)
     except (InputError, ValueError) as e:  # found before any engine started: the log is empty
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

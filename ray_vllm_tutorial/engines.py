@@ -58,6 +58,11 @@ class EngineActor:
         from vllm.v1.engine.async_llm import AsyncLLM
         model, tp, device, extra = self.args
         self.final = RequestOutputKind.FINAL_ONLY  # one output per request, not one per token
+        try:  # what vLLM raises for a request it refuses: VLLMClientError from vLLM 0.3x, a ValueError before
+            from vllm.exceptions import VLLMClientError
+            self.refused = (ValueError, VLLMClientError)
+        except ImportError:
+            self.refused = (ValueError,)
         if device == "cpu" and tp > 1:  # each rank its own cores, as `make_llm` does
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_thread_binding(tp))
         kw = dict(disable_log_stats=True) | vllm_engine_kwargs(model, tp, device, **extra)
@@ -99,7 +104,7 @@ class EngineActor:
             out = await self._generate(json.loads(row["messages"]), params)
         except EngineDeadError:
             raise  # fatal for this engine: the dispatcher sends its rows to another
-        except ValueError as e:  # too long, or a request vLLM rejects
+        except self.refused as e:  # too long, or a request vLLM rejects
             return dict(error=str(e) if str(e).startswith("prompt too long") else f"bad request: {e}")
         except Exception as e:  # e.g. a chat template that rejects the conversation (roles out of order)
             return dict(error=f"generation failed: {type(e).__name__}: {e}")
