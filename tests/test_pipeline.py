@@ -382,8 +382,10 @@ def test_resume_every_input_kind(tmp_path, kind):
         assert [x["custom_id"] for x in lines] == [f"r{i}" for i in range(12)]  # one line each, input order
 
 
-DRY_RUN = ["--dry-run", "--engine-arg", 'echo={"token_s": 0.05}', "--batch-size", "4", "--rows-in-flight", "4",
-           "--no-progress"]  # EchoEngine, slowed down so that a job can be stopped halfway
+def _dry_run(token_s: float = 0.05) -> list[str]:
+    "CLI arguments of a dry run (EchoEngine): `token_s` seconds per word, slow enough that a job can be stopped halfway."
+    return ["--dry-run", "--engine-arg", f'echo={{"token_s": {token_s}}}', "--batch-size", "4", "--rows-in-flight", "4",
+            "--no-progress"]
 
 
 def _rows_of_kind(kind, n):
@@ -398,8 +400,8 @@ def _rows_of_kind(kind, n):
 def test_cli_dry_run_resumes_after_kill_for_every_kind(tmp_path, kind, how):
     """`ray-vllm-batch --dry-run` (EchoEngine, no model) killed mid-job, then re-run: every id exactly once."""
     inp, out = _write_jsonl(tmp_path / "in.jsonl", _rows_of_kind(kind, 120)), tmp_path / "out"
-    cmd = _cli(inp, out, *DRY_RUN)
-    rerun = _cli(inp, out, *DRY_RUN[:2], 'echo={"token_s": 0.002}', *DRY_RUN[3:])  # same job, faster echo
+    cmd = _cli(inp, out, *_dry_run())
+    rerun = _cli(inp, out, *_dry_run(token_s=0.002))  # the same job (same input), a faster echo
     proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     t0 = time.time()
@@ -428,7 +430,7 @@ def test_sigkill_of_the_cli_leaves_no_ray_process(tmp_path):
     is gone within seconds, not minutes; only PIDs we saw it start are checked and, at the end, killed."""
     import psutil
     inp, out = _write_jsonl(tmp_path / "in.jsonl", _rows_of_kind("prompt", 120)), tmp_path / "out"
-    cmd = _cli(inp, out, *DRY_RUN)
+    cmd = _cli(inp, out, *_dry_run())
     proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     t0 = time.time()
