@@ -11,13 +11,14 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Literal, Sequence
+from unittest import mock
 
 from .cluster import check_positive_int
 from .models import resolve_model
 
 # %% auto #0
 __all__ = ['CPU_ENGINE_DEFAULTS', 'parse_outputs', 'tp_problems', 'check_tensor_parallel', 'detect_device', 'load_model_config',
-           'engine_kwargs', 'make_llm']
+           'cpu_thread_binding', 'engine_kwargs', 'make_llm']
 
 # %% ../nbs/01_vllm_chat.ipynb #7809ba03
 def parse_outputs(
@@ -96,11 +97,16 @@ def load_model_config(model: str) -> dict | None:
     except Exception:
         return None
 
-def _cpu_thread_binding(tp: int) -> str:
-    "VLLM_CPU_OMP_THREADS_BIND value giving each of `tp` ranks its own slice of this process's cores."
+def cpu_thread_binding(
+    tensor_parallel_size: int = 1,  # ranks of one engine
+    replica: int = 0,  # which engine of the job, 0..replicas-1
+    replicas: int = 1,  # engines sharing this machine's cores
+) -> str:
+    "VLLM_CPU_OMP_THREADS_BIND for one engine: each of its ranks its own slice of this process's cores, no slice shared with another engine's ranks while there are enough cores (then slices wrap around)."
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    per = max(1, len(cores) // tp)
-    groups = [cores[i * per:(i + 1) * per] or cores[-1:] for i in range(tp)]
+    per = max(1, len(cores) // (replicas * tensor_parallel_size))  # cores per rank
+    first = replica * tensor_parallel_size
+    groups = [[cores[(r * per + j) % len(cores)] for j in range(per)] for r in range(first, first + tensor_parallel_size)]
     return "|".join(",".join(map(str, g)) for g in groups)
 
 def _in_placement_group() -> bool:
@@ -157,7 +163,9 @@ def make_llm(
 ):
     "Build a `vllm.LLM` with device-appropriate defaults (see `engine_kwargs`); raise clear errors for impossible TP."
     kw = engine_kwargs(model, tensor_parallel_size, device, **engine_kw)
+    env = {}  # what the engine's workers read while they start; this process's environment is restored after
     if kw.get("device", device) != "gpu" and detect_device() == "cpu" and tensor_parallel_size > 1:
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_thread_binding(tensor_parallel_size))
+        env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or cpu_thread_binding(tensor_parallel_size)
     from vllm import LLM
-    return LLM(**kw)
+    with mock.patch.dict(os.environ, env):
+        return LLM(**kw)

@@ -12,20 +12,23 @@ import contextlib
 import inspect
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any, Iterator
 
 import ray
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from .chat import _cpu_thread_binding, engine_kwargs as vllm_engine_kwargs, parse_outputs
+from .chat import cpu_thread_binding, engine_kwargs as vllm_engine_kwargs, parse_outputs
 from .cluster import tp_placement_group
 from .inputs import row_sampling
 
 # %% auto #0
-__all__ = ['WARM_UP', 'WARM_UP_MAX_TOKENS', 'ECHO_SIZES', 'ECHO_TOKEN_S', 'PLACEMENT_TIMEOUT_S', 'ENGINE_START_TIMEOUT_S',
-           'EngineActor', 'EchoEngine', 'engines_scope', 'start_engines', 'EnginesDied']
+__all__ = ['WARM_UP', 'WARM_UP_MAX_TOKENS', 'ECHO_SIZES', 'ECHO_TOKEN_S', 'PLACEMENT_TIMEOUT_S', 'SHUTDOWN_TIMEOUT_S',
+           'ENGINE_START_TIMEOUT_S', 'EngineActor', 'EchoEngine', 'stop_engines', 'engines_scope', 'start_failure',
+           'start_engines', 'EnginesDied']
 
 # %% ../nbs/02d_engines.ipynb #40357550
 def _row_error(row: dict) -> str | None:
@@ -36,6 +39,31 @@ def _row_error(row: dict) -> str | None:
 # %% ../nbs/02d_engines.ipynb #0b629b48
 WARM_UP = [{"role": "user", "content": "warm up"}]  # the one tiny request every engine answers before it is ready
 WARM_UP_MAX_TOKENS = 4
+
+def _engine_processes() -> list[dict]:
+    "This actor's child processes (vLLM's engine core and workers): pid, start time, and the cores each may run on."
+    import psutil
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            out.append(dict(pid=p.pid, created=p.create_time(), cores=sorted(p.cpu_affinity())))
+    return out
+
+def _started(engine, sizes: dict) -> dict:
+    "What a started engine reports (and tells its progress counter): its sizes, node, processes, and the cores its most tightly bound process runs on."
+    procs = _engine_processes()
+    info = dict(replica=engine.replica, **sizes, node=ray.get_runtime_context().get_node_id(), processes=procs,
+                cores=min((p["cores"] for p in procs), key=len, default=sorted(os.sched_getaffinity(0))))
+    if engine.progress is not None:
+        engine.progress.ready.remote(engine.replica, time.time(), info)
+    return info
+
+async def _as_done(answer, rows: list[dict]):
+    "`(index, await answer(row))` for every row, all running at once, yielded in the order they finish."
+    async def one(k: int, row: dict) -> tuple[int, dict]:
+        return k, await answer(row)
+    for next_done in asyncio.as_completed([one(k, r) for k, r in enumerate(rows)]):
+        yield await next_done
 
 class EngineActor:
     "One vLLM engine (its async engine, `AsyncLLM`) in a Ray actor: every row it is handed runs at once, so vLLM's scheduler always has the whole in-flight set to batch."
@@ -63,8 +91,6 @@ class EngineActor:
             self.refused = (ValueError, VLLMClientError)
         except ImportError:
             self.refused = (ValueError,)
-        if device == "cpu" and tp > 1:  # each rank its own cores, as `make_llm` does
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_thread_binding(tp))
         kw = dict(disable_log_stats=True) | vllm_engine_kwargs(model, tp, device, **extra)
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kw), usage_context=UsageContext.LLM_CLASS)
         tok = self.engine.get_tokenizer()
@@ -72,10 +98,9 @@ class EngineActor:
         cfg = self.engine.vllm_config
         self.max_len = cfg.model_config.max_model_len
         await self._generate(WARM_UP, SamplingParams(max_tokens=WARM_UP_MAX_TOKENS, output_kind=self.final))
-        if self.progress is not None:
-            self.progress.ready.remote(self.replica, time.time())
-        return dict(replica=self.replica, max_num_seqs=cfg.scheduler_config.max_num_seqs,
-                    max_num_batched_tokens=cfg.scheduler_config.max_num_batched_tokens, max_model_len=self.max_len)
+        return _started(self, dict(max_num_seqs=cfg.scheduler_config.max_num_seqs,
+                                   max_num_batched_tokens=cfg.scheduler_config.max_num_batched_tokens,
+                                   max_model_len=self.max_len))
 
     def _prompt(self, messages: list) -> list[int]:
         "The conversation through the model's chat template, as token ids; ValueError if no room is left to answer."
@@ -115,25 +140,40 @@ class EngineActor:
         "Answer `rows` (dicts with `messages`, `sampling`, `error`) all at once; results in the same order."
         return list(await asyncio.gather(*(self._answer(r) for r in rows)))
 
+    async def stream(self, rows: list[dict]):
+        "Answer `rows` all at once, yielding `(index, result)` for each row as soon as it is done (a Ray streaming generator)."
+        async for done in _as_done(self._answer, rows):
+            yield done
+
+    def shutdown(self) -> None:
+        "Shut vLLM's engine down: its engine-core and worker processes end (killing the actor alone leaves them running)."
+        if getattr(self, "engine", None) is not None:
+            self.engine.shutdown()
+            self.engine = None
+
 # %% ../nbs/02d_engines.ipynb #b57bbb20
 ECHO_SIZES = dict(max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=2048)  # what `EchoEngine.start` reports
 ECHO_TOKEN_S = 0.005  # seconds per echoed word, unless `engine_kwargs["echo"]["token_s"]` says otherwise
 
 class EchoEngine:
-    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds; it can die after `die_after` rows (fault drills) or hold its rows forever (`hang`). For tests and dry runs."
+    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds. For drills it can die after `die_after` rows, hold its rows forever (`hang`), fail or hang in `start`, and run a child process standing in for vLLM's engine core (`child`). For tests and dry runs."
     def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
                  engine_kwargs: dict, progress=None):
         self.replica, self.sampling, self.progress = replica, dict(sampling), progress
-        opts = engine_kwargs.get("echo", {})  # e.g. {"token_s": 0.01, "die_after": {0: 20}, "hang": False}
+        opts = engine_kwargs.get("echo", {})  # e.g. {"token_s": 0.01, "die_after": {0: 20}, "start": {1: "hang"}}
         self.token_s, self.hang = opts.get("token_s", ECHO_TOKEN_S), opts.get("hang", False)
         self.die_after = {int(k): v for k, v in opts.get("die_after", {}).items()}.get(replica)
+        self.on_start = {int(k): v for k, v in opts.get("start", {}).items()}.get(replica)  # "fail", "hang" or None
+        self.child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]) if opts.get("child") else None
         self.answered = 0
 
     async def start(self) -> dict:
-        "Ready at once."
-        if self.progress is not None:
-            self.progress.ready.remote(self.replica, time.time())
-        return dict(replica=self.replica, **ECHO_SIZES)
+        "Ready at once (unless told to fail or hang)."
+        if self.on_start == "fail":
+            raise RuntimeError(f"echo engine {self.replica} was told to fail")
+        if self.on_start == "hang":
+            await asyncio.sleep(3600)
+        return _started(self, ECHO_SIZES)
 
     async def _answer(self, row: dict) -> dict:
         if _row_error(row):
@@ -146,15 +186,65 @@ class EchoEngine:
                     prompt_tokens=len(words), output_tokens=n, generated_texts=[" ".join(words[:n])],
                     finish_reasons=["stop"], started_at=started, finished_at=time.time(), error=None)
 
-    async def generate(self, rows: list[dict]) -> list[dict]:
-        "Answer `rows` all at once; the actor exits (like a crashed engine) once more than `die_after` rows were asked for."
+    def _count(self, rows: list[dict]) -> None:
+        "Count the rows asked for; the actor exits (like a crashed engine) once more than `die_after` were."
         self.answered += len(rows)
         if self.die_after is not None and self.answered > self.die_after:
-            ray.actor.exit_actor()  # the actor ends; calls it held fail with RayActorError
+            os._exit(1)  # the actor's process ends, as an out-of-memory kill ends it: calls it held fail with RayActorError
+
+    async def generate(self, rows: list[dict]) -> list[dict]:
+        "Answer `rows` all at once, results in their order."
+        self._count(rows)
         return list(await asyncio.gather(*(self._answer(r) for r in rows)))
+
+    async def stream(self, rows: list[dict]):
+        "Answer `rows` all at once, yielding `(index, result)` as each is done."
+        self._count(rows)
+        async for done in _as_done(self._answer, rows):
+            yield done
+
+    def shutdown(self) -> None:
+        "End the stand-in child process, as `EngineActor.shutdown` ends vLLM's."
+        if self.child is not None:
+            self.child.kill()
+            self.child.wait()
 
 # %% ../nbs/02d_engines.ipynb #eec0098f
 PLACEMENT_TIMEOUT_S = 120  # how long an engine's placement group may take to be placed
+SHUTDOWN_TIMEOUT_S = 30  # how long the engines may take to shut vLLM down before their actors are killed
+
+@ray.remote(num_cpus=0)
+def _kill_leftovers(processes: list[dict]) -> list[int]:
+    "On the node it runs on: kill those of `processes` (pid + start time, so a reused pid is left alone) still alive; the pids killed."
+    import psutil
+    killed = []
+    for p in processes:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(p["pid"])
+            if abs(proc.create_time() - p["created"]) < 1e-3:
+                proc.kill()
+                killed.append(p["pid"])
+    return killed
+
+def stop_engines(
+    engines: list,  # engine actors
+    progress=None,  # the job's `ProgressCounter`: knows each started engine's node and processes
+    timeout_s: float = SHUTDOWN_TIMEOUT_S,  # how long the engines may take to shut down, together
+) -> list[int]:
+    "Ask every engine to shut vLLM down, kill the actors, then kill what a crashed engine left behind on its node; the pids that had to be killed that way."
+    refs = [e.shutdown.remote() for e in engines]
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    for e in engines:
+        ray.kill(e)
+    if progress is None:
+        return []
+    reaps = [_kill_leftovers.options(scheduling_strategy=NodeAffinitySchedulingStrategy(info["node"], soft=False)).remote(
+        info["processes"]) for info in ray.get(progress.get.remote())["engines"].values() if info.get("processes")]
+    try:
+        return sorted(pid for pids in ray.get(reaps, timeout=timeout_s) for pid in pids)
+    except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+        return []  # a node that is gone took its processes with it
 
 @contextlib.contextmanager
 def engines_scope(
@@ -168,7 +258,7 @@ def engines_scope(
     engine_cls: type = EngineActor,  # the actor class: `EngineActor`, or `EchoEngine` for drills
     timeout_s: float = PLACEMENT_TIMEOUT_S,  # how long each placement group may take to be placed
 ) -> Iterator[list]:
-    "Create one placement group and one engine actor per replica (not started yet); yield the actors; on the way out, however it is left, kill them and remove the groups."
+    "Create one placement group and one engine actor per replica (not started yet; on CPU each with its own cores); yield the actors; on the way out, however it is left, stop them (`stop_engines`) and remove the groups."
     pgs, engines, job = [], [], uuid.uuid4().hex[:6]
     try:
         for i in range(replicas):
@@ -176,18 +266,28 @@ def engines_scope(
             gpus = 1 if device == "gpu" and tensor_parallel_size == 1 else 0  # TP>1: vLLM's Ray workers take the GPUs
             strategy = PlacementGroupSchedulingStrategy(placement_group=pgs[-1], placement_group_bundle_index=0,
                                                         placement_group_capture_child_tasks=True)
+            env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(tensor_parallel_size, i, replicas)} if device == "cpu" else {}
             actor = ray.remote(engine_cls).options(num_cpus=1, num_gpus=gpus, scheduling_strategy=strategy,
-                                                   name=f"rvt-{job}-engine-{i}")
+                                                   name=f"rvt-{job}-engine-{i}", runtime_env={"env_vars": env} if env else None)
             engines.append(actor.remote(i, model, tensor_parallel_size, device, sampling, engine_kwargs or {}, progress))
         yield engines
     finally:
-        for e in engines:
-            ray.kill(e)
+        stop_engines(engines, progress)
         for pg in pgs:
             ray.util.remove_placement_group(pg)
 
 # %% ../nbs/02d_engines.ipynb #fedb3a19
 ENGINE_START_TIMEOUT_S = 1800  # how long the engines may take to start (a first torch.compile on a GPU takes minutes)
+
+def start_failure(
+    e: Exception,  # what awaiting an engine's `start` raised
+) -> str:
+    "What went wrong in an engine's `start`, in one line: its own error, or how its actor died."
+    if isinstance(e, ray.exceptions.RayTaskError):
+        return f"an engine failed to start: {type(e.cause).__name__}: {e.cause}"
+    if isinstance(e, ray.exceptions.RayActorError):
+        return f"an engine died while starting: {e}"
+    return f"an engine failed to start: {type(e).__name__}: {e}"
 
 def _raise_start_failure(starts: list) -> None:
     "If one of the engines' `start` calls (refs) has failed, raise what it failed with, plainly; else return."
@@ -195,10 +295,8 @@ def _raise_start_failure(starts: list) -> None:
     for ref in done:
         try:
             ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            raise RuntimeError(f"an engine failed to start: {type(e.cause).__name__}: {e.cause}") from None
-        except ray.exceptions.RayActorError as e:
-            raise RuntimeError(f"an engine died while starting: {e}") from None
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+            raise RuntimeError(start_failure(e)) from None
 
 def start_engines(
     engines: list,  # actors from `engines_scope`

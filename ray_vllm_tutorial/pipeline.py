@@ -22,10 +22,12 @@ from typing import Literal
 
 import pandas as pd
 import ray
+from fastcore.basics import patch
 
 from .chat import detect_device
 from .cluster import check_positive_int, init_ray, reap_on_exit
-from .engines import EngineActor, EnginesDied, _engine_died, _raise_start_failure, engines_scope
+from .engines import (ENGINE_START_TIMEOUT_S, EngineActor, EnginesDied, _engine_died, engines_scope,
+                      start_failure)
 from .inputs import normalize_requests, read_table
 from .models import resolve_model
 from .outputs import (_error_kind, claim_output, input_fingerprint, part_filename_provider, quarantined,
@@ -38,90 +40,138 @@ ANSWER_COLUMNS = ["generated_text", "finish_reason", "generated_texts", "finish_
                   "output_tokens", "error", "started_at", "finished_at"]
 DEFAULT_SAMPLING = dict(max_tokens=256, temperature=0.0)
 DEFAULT_BATCH_SIZE = 32  # rows per hand-off to an engine: small, so the dispatcher can balance the engines
+DIED = "died while answering"  # how the dispatcher records an engine that died mid-job (a start failure says more)
 MAX_NUM_SEQS_HINT = 1024  # the most sequences vLLM schedules by default (an H100): sizes the queue before engines say
 
 # %% auto #0
-__all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'MAX_NUM_SEQS_HINT', 'Dispatcher', 'batch_plan', 'answer',
-           'Summary', 'run_batch', 'sample_prompts_path']
+__all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'DIED', 'MAX_NUM_SEQS_HINT', 'Dispatcher', 'batch_plan',
+           'answer', 'Summary', 'run_batch', 'sample_prompts_path']
 
 # %% ../nbs/03_batch_inference.ipynb #24fc98d3
 class Dispatcher:
-    "The step between Ray Data's reading and writing: each small batch goes to the live engine with the fewest rows in flight; the rows of an engine that dies go to another."
+    "The step between Ray Data's reading and writing: every engine is fed from the moment it is ready; rows go to the ready engine with the most room, counted row by row as answers stream back; the unanswered rows of an engine that dies go to another."
     def __init__(self,
                  engines: list,  # the engine actors, replica i at index i
-                 starts: list,  # their `start` results, or refs to them (the dispatcher waits for them)
+                 starts: list,  # their `start` results, or refs to them (the dispatcher waits for each)
                  rows_in_flight: int | None = None,  # most rows one engine holds; None: twice its max_num_seqs
                  progress=None,  # a `ProgressCounter` to report finished rows to
-                 attempts: int = 2):  # engines a batch may see die before its rows become errors
-        self.engines = dict(enumerate(engines))  # replica -> actor handle, live ones only
+                 attempts: int = 2,  # engines a row may see die before it becomes an error row
+                 start_timeout_s: float = ENGINE_START_TIMEOUT_S):  # how long each engine may take to be ready
+        self.engines = dict(enumerate(engines))  # replica -> actor handle: live ones only (ready or starting)
         self.load = dict.fromkeys(self.engines, 0)  # rows each engine holds now
-        self.starts, self.cap = starts, rows_in_flight  # cap None: twice the engines' max_num_seqs, once they say it
+        self.cap: dict[int, int] = {}  # replica -> most rows it may hold, set once it is ready
+        self.starts, self.rows_in_flight, self.start_timeout_s = starts, rows_in_flight, start_timeout_s
         self.progress, self.attempts = progress, attempts
-        self.room = self.sized = None  # an asyncio.Condition and Task, made in the event loop Ray Data runs us in
+        self.room = None  # an asyncio.Condition, made in the event loop Ray Data runs us in
 
-    async def _size(self) -> None:
-        "Wait for the engines' starts (Ray Data starts us while they load) and size each engine's share."
-        sizes = [await s if isinstance(s, ray.ObjectRef) else s for s in self.starts]
-        self.cap = self.cap or 2 * min(s["max_num_seqs"] for s in sizes)
+    def _watch_starts(self) -> None:
+        "Once, in Ray Data's event loop: one task per engine that waits for its start."
+        if self.room is None:
+            self.room = asyncio.Condition()
+            self.watchers = [asyncio.ensure_future(self._started(i)) for i in self.engines]
 
-    async def _ready(self) -> None:
-        "Sized once: the first batch starts `_size`, every batch (the first ones too) waits for it."
-        if self.sized is None:
-            self.room, self.sized = asyncio.Condition(), asyncio.ensure_future(self._size())
-        await self.sized
-
-    async def _acquire(self, n: int) -> int:
-        "The least-loaded live engine with room for `n` more rows (waits for room); `EnginesDied` when none is left."
+    async def _started(self, i: int) -> None:
+        "Wait for engine `i`'s start: ready, it gets its share of rows; failed or too slow, it is buried with the reason."
+        s = self.starts[i]
+        try:
+            size = s if isinstance(s, dict) else await asyncio.wait_for(asyncio.wrap_future(s.future()), self.start_timeout_s)
+        except asyncio.TimeoutError:
+            reason = f"engine {i} did not start within {self.start_timeout_s:g} s"
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+            reason = start_failure(e)
+        else:
+            async with self.room:
+                self.cap[i] = self.rows_in_flight or 2 * size["max_num_seqs"]
+                self.room.notify_all()
+            return
+        self._bury(i, reason)
         async with self.room:
-            while True:
-                if not self.engines:
-                    raise EnginesDied("every engine died")
-                i = min(self.engines, key=self.load.get)
-                if self.load[i] == 0 or self.load[i] + n <= self.cap:
-                    self.load[i] += n
-                    return i
-                await self.room.wait()
-
-    async def _release(self, i: int, n: int) -> None:
-        async with self.room:
-            self.load[i] -= n
             self.room.notify_all()
 
-    def _bury(self, i: int) -> None:
-        "Engine `i` died: no more rows for it; kill what is left of it (a dead vLLM engine leaves a live actor)."
-        handle = self.engines.pop(i, None)
-        if handle is not None:
-            ray.kill(handle)
-            if self.progress is not None:
-                self.progress.died.remote(i)
+# %% ../nbs/03_batch_inference.ipynb #d1a00002
+@patch
+async def _acquire(self: Dispatcher, n: int) -> tuple[int, int]:
+    "A ready engine with room and how many of `n` rows it takes now (as many as fit): the one with the most room; waits for room; `EnginesDied` when no engine is left."
+    async with self.room:
+        while True:
+            if not self.engines:
+                raise EnginesDied("every engine died")
+            room = {i: self.cap[i] - self.load[i] for i in self.engines if i in self.cap}
+            if room and max(room.values()) > 0:
+                i = max(room, key=room.get)
+                take = min(n, room[i])
+                self.load[i] += take
+                return i, take
+            await self.room.wait()
 
-    async def _send(self, rows: list[dict]) -> tuple[list[dict], int]:
-        "Results for `rows` and the replica that answered (-1: engines died on them `attempts` times: error rows)."
-        for _ in range(self.attempts):
-            i = await self._acquire(len(rows))
-            try:
-                return await self.engines[i].generate.remote(rows), i
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                if not _engine_died(e):
-                    raise
-                self._bury(i)
-            finally:
-                await self._release(i, len(rows))
-        return [dict(error=f"engine died: {self.attempts} engines died while answering this row")] * len(rows), -1
+@patch
+async def _release(self: Dispatcher, i: int, n: int) -> None:
+    "Engine `i` holds `n` rows fewer: wake whoever waits for room."
+    async with self.room:
+        self.load[i] -= n
+        self.room.notify_all()
 
-    async def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        "One batch of request rows in, the same rows with their result columns out."
-        await self._ready()
-        results, replica = await self._send(batch[["messages", "sampling", "error"]].to_dict("records"))
-        out = batch.reset_index(drop=True)
-        for c in ANSWER_COLUMNS:
-            out[c] = [r.get(c) for r in results]
-        for c in ("prompt_tokens", "output_tokens"):
-            out[c] = out[c].fillna(0).astype("int64")
-        out["replica"] = replica
-        if self.progress is not None and replica >= 0:
-            self.progress.add.remote(replica, len(out), int(out["output_tokens"].sum()), time.time())
-        return out
+@patch
+def _bury(self: Dispatcher, i: int, reason: str | None = None) -> None:
+    "Engine `i` died or never started: no more rows for it; kill what is left of it (a dead vLLM engine leaves a live actor)."
+    handle = self.engines.pop(i, None)
+    if handle is not None:
+        ray.kill(handle)
+        if self.progress is not None:
+            self.progress.died.remote(i, reason)
+
+# %% ../nbs/03_batch_inference.ipynb #d1a00004
+@patch
+async def _run(self: Dispatcher, i: int, rows: list[dict], idx: list[int], results: list, replicas: list) -> None:
+    "Rows `idx` of `rows` through engine `i`: each answer lands in `results`/`replicas` as it streams back and frees its slot at once; if the engine dies, the rows it had not answered stay None."
+    held = len(idx)
+    try:
+        async for ref in self.engines[i].stream.options(num_returns="streaming").remote([rows[k] for k in idx]):
+            j, answer = await ref
+            results[idx[j]], replicas[idx[j]] = answer, i
+            held -= 1
+            await self._release(i, 1)
+    except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+        if not _engine_died(e):
+            raise
+        self._bury(i, DIED)
+    finally:
+        await self._release(i, held)
+
+@patch
+async def _send(self: Dispatcher, rows: list[dict]) -> tuple[list[dict], list[int]]:
+    "Every row's result and the replica that answered it (-1: engines died on it `attempts` times: an error row). Rows go out as engines have room, so one batch may be split between engines."
+    results, replicas, tries = [None] * len(rows), [-1] * len(rows), [0] * len(rows)
+    pending = list(range(len(rows)))
+    while pending:
+        runs = []
+        while pending:  # hand the rows out as room appears
+            i, take = await self._acquire(len(pending))
+            runs.append(asyncio.ensure_future(self._run(i, rows, pending[:take], results, replicas)))
+            pending = pending[take:]
+        await asyncio.gather(*runs)
+        for k in range(len(rows)):
+            tries[k] += results[k] is None
+        pending = [k for k in range(len(rows)) if results[k] is None and tries[k] < self.attempts]
+    died = dict(error=f"engine died: {self.attempts} engines died while answering this row")
+    return [r if r is not None else died for r in results], replicas
+
+# %% ../nbs/03_batch_inference.ipynb #d1a00006
+@patch
+async def __call__(self: Dispatcher, batch: pd.DataFrame) -> pd.DataFrame:
+    "One batch of request rows in, the same rows with their result columns out."
+    self._watch_starts()
+    results, replicas = await self._send(batch[["messages", "sampling", "error"]].to_dict("records"))
+    out = batch.reset_index(drop=True)
+    for c in ANSWER_COLUMNS:
+        out[c] = [r.get(c) for r in results]
+    for c in ("prompt_tokens", "output_tokens"):
+        out[c] = out[c].fillna(0).astype("int64")
+    out["replica"] = replicas
+    if self.progress is not None:
+        for r, g in out[out["replica"] >= 0].groupby("replica"):
+            self.progress.add.remote(int(r), len(g), int(g["output_tokens"].sum()), time.time())
+    return out
 
 # %% ../nbs/03_batch_inference.ipynb #634f1214
 def batch_plan(
@@ -130,9 +180,9 @@ def batch_plan(
     batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine
     rows_in_flight: int = 2 * MAX_NUM_SEQS_HINT,  # most rows one engine holds at once
 ) -> tuple[int, int]:
-    "Rows per batch (at most `batch_size` and `rows_in_flight`, and small enough for two batches per engine) and how many batches may wait at the dispatcher (enough to fill every engine)."
+    "Rows per batch (at most `batch_size` and `rows_in_flight`, and small enough for two batches per engine) and how many batches the dispatcher may hold: enough to fill every engine, and as many again waiting, so a freed slot is refilled at once."
     bs = max(1, min(batch_size, rows_in_flight, math.ceil(rows / (2 * engines))))
-    return bs, engines * max(1, rows_in_flight // bs)
+    return bs, 2 * engines * max(1, rows_in_flight // bs)
 
 # %% ../nbs/03_batch_inference.ipynb #1fa7ba4b
 def answer(
@@ -142,8 +192,9 @@ def answer(
     batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine
     rows_in_flight: int | None = None,  # rows each engine may hold at once; None: twice its `max_num_seqs`
     progress=None,  # a `ProgressCounter`
+    start_timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long each engine may take to be ready
 ) -> ray.data.Dataset:
-    "A Ray Data stream of `requests` with their answers: small batches through one `Dispatcher` that keeps every engine full."
+    "A Ray Data stream of `requests` with their answers: small batches through one `Dispatcher` that keeps every ready engine full."
     known = [s for s in starts if isinstance(s, dict)]
     cap = rows_in_flight or 2 * min((s["max_num_seqs"] for s in known), default=MAX_NUM_SEQS_HINT)
     bs, in_flight = batch_plan(len(requests), len(engines), batch_size, cap)
@@ -152,9 +203,19 @@ def answer(
                                       max_concurrent_calls_per_actor=in_flight)
     return ds.map_batches(Dispatcher, batch_size=bs, batch_format="pandas", num_cpus=0, compute=pool,
                           fn_constructor_kwargs=dict(engines=engines, starts=starts, rows_in_flight=rows_in_flight,
-                                                     progress=progress))
+                                                     progress=progress, start_timeout_s=start_timeout_s))
 
 # %% ../nbs/03_batch_inference.ipynb #c8bac668
+def _cores(cores: list[int]) -> str:
+    "A list of core ids, runs shortened: [0, 1, 2, 5] -> '0-2,5'."
+    runs = []
+    for c in cores:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
 @dataclasses.dataclass
 class Summary:
     "What a batch job did: row counts, failures by reason, tokens, time, finish reasons, each replica's share."
@@ -174,9 +235,12 @@ class Summary:
     generation_tokens_per_s: float = 0.0  # output tokens / generation_s: the engines' throughput
     replicas: dict = dataclasses.field(default_factory=dict)  # replica -> {"rows", "output_tokens"} this run
     dead_engines: list = dataclasses.field(default_factory=list)  # replicas whose engine died during the run
+    start_failures: dict = dataclasses.field(default_factory=dict)  # replica -> why its engine never got ready
+    engines: dict = dataclasses.field(default_factory=dict)  # replica -> {"node", "cores"} of each engine that started
     quarantined: list = dataclasses.field(default_factory=list)  # torn part files renamed `.torn` (their rows re-run)
 
     def __str__(self) -> str:
+        "What the CLI prints at the end of a job."
         lines = [f"rows: {self.rows} in {self.output} ({self.new_rows} new, {self.skipped} already done)",
                  f"failed: {self.failed}" + (f" {self.errors}" if self.errors else ""),
                  f"finish_reason: {self.finish_reasons}",
@@ -186,6 +250,11 @@ class Summary:
         if self.replicas:
             lines.append("per replica: " + ", ".join(f"{k}: {v['rows']} rows / {v['output_tokens']} tokens"
                                                      for k, v in sorted(self.replicas.items())))
+        if self.engines:
+            lines.append("engines: " + ", ".join(f"{k} on node {v['node'][:8]} cores {_cores(v['cores'])}"
+                                                for k, v in sorted(self.engines.items())))
+        if self.start_failures:
+            lines.append(f"engines that never started (the others did the work): {self.start_failures}")
         if self.dead_engines:
             lines.append(f"engines died: {self.dead_engines} (their rows were answered by the others)")
         if self.quarantined:
@@ -210,7 +279,18 @@ def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dic
         output_tokens=tokens, wall_s=wall, tokens_per_s=tokens / max(wall, 1e-9), output=str(output),
         engine_start_s=start_s, generation_s=gen_s, generation_tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0,
         replicas={int(r): dict(rows=int(v["size"]), output_tokens=int(v["sum"])) for r, v in per.iterrows()} if len(per) else {},
-        dead_engines=list((stats or {}).get("dead", [])))
+        dead_engines=[i for i in (stats or {}).get("dead", []) if (stats or {}).get("errors", {}).get(i) == DIED],
+        start_failures={i: e for i, e in (stats or {}).get("errors", {}).items() if e != DIED},
+        engines={i: dict(node=v.get("node", ""), cores=v.get("cores", [])) for i, v in (stats or {}).get("engines", {}).items()})
+
+def _raise_if_none_started(stats: dict) -> None:
+    "When no engine ever got ready: `RuntimeError` with why each failed (one engine: its own error)."
+    if any(t is not None for t in stats["ready_at"]):
+        return
+    errors = stats.get("errors", {})
+    if len(errors) == 1:
+        raise RuntimeError(next(iter(errors.values())))
+    raise RuntimeError("no engine started: " + "; ".join(f"engine {i}: {e}" for i, e in sorted(errors.items())))
 
 def _say(msg: str, show: bool) -> None:
     if show:
@@ -234,6 +314,7 @@ def run_batch(
     summary_plot: str | os.PathLike | None = None,  # write a PNG: finish_reason counts + output length histogram
     verbose: bool = False,  # also show Ray's and vLLM's own logs (default: only the progress display and summary)
     engine_cls: type | None = None,  # the engine actor class; None: `EngineActor` (`EchoEngine` for drills)
+    start_timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long each engine may take to start; a slower one is dropped
 ) -> Summary:
     "Answer every request of `input` with `replicas` vLLM engines of `tensor_parallel_size` devices each; write the results to `output`."
     t0 = t_engines = time.time()
@@ -280,14 +361,14 @@ def run_batch(
                                                         engine_kwargs, counter, engine_cls or EngineActor))
             starts = [e.start.remote() for e in engines]  # Ray Data spins up while the engines load
             with quiet_ray_data(not verbose):
-                results = answer(todo, engines, starts, batch_size, rows_in_flight, counter)
+                results = answer(todo, engines, starts, batch_size, rows_in_flight, counter, start_timeout_s)
                 write = results.write_parquet if output_format == "parquet" else results.write_json
                 try:
                     write(str(output), filename_provider=part_filename_provider(claim.run_id, output_format))
                 except Exception as e:  # Ray Data wraps what the dispatcher raised
-                    _raise_start_failure(starts)
                     if "EnginesDied" not in f"{type(e).__name__} {e}":
                         raise
+                    _raise_if_none_started(ray.get(counter.get.remote()))
                     raise EnginesDied(f"every engine died; the rows answered so far are in {output}: "
                                       "re-run the same command to resume") from None
             stats = ray.get(counter.get.remote())

@@ -30,21 +30,27 @@ class ProgressCounter:
         self.ready_at: list = [None] * replicas  # when each engine finished starting
         self.rows, self.tokens = [0] * replicas, [0] * replicas
         self.dead: list[int] = []
+        self.errors: dict[int, str] = {}  # replica -> why its engine failed to start or died
+        self.engines: dict[int, dict] = {}  # replica -> what its engine reported when ready (node, processes, cores)
         self.last_done: float | None = None
-    def ready(self, replica: int, t: float) -> None:
-        "Engine `replica` finished starting at time `t`."
+    def ready(self, replica: int, t: float, info: dict | None = None) -> None:
+        "Engine `replica` finished starting at time `t`; `info`: what it reported."
         self.ready_at[replica] = t
+        self.engines[replica] = info or {}
     def add(self, replica: int, rows: int, tokens: int, t: float) -> None:
         "Engine `replica` answered `rows` rows with `tokens` output tokens, the last at time `t`."
         self.rows[replica] += rows
         self.tokens[replica] += tokens
         self.last_done = t if self.last_done is None else max(self.last_done, t)
-    def died(self, replica: int) -> None:
-        "Engine `replica` died; the dispatcher sends its rows elsewhere."
+    def died(self, replica: int, reason: str | None = None) -> None:
+        "Engine `replica` died, or failed to start (`reason` says which); the dispatcher sends rows elsewhere."
         self.dead.append(replica)
+        if reason:
+            self.errors[replica] = reason
     def get(self) -> dict:
         "Everything reported so far."
-        return dict(ready_at=self.ready_at, rows=self.rows, tokens=self.tokens, dead=self.dead, last_done=self.last_done)
+        return dict(ready_at=self.ready_at, rows=self.rows, tokens=self.tokens, dead=self.dead, errors=self.errors,
+                    engines=self.engines, last_done=self.last_done)
 
 # %% ../nbs/03c_progress.ipynb #09c5ff36
 def _tqdm():
