@@ -13,11 +13,14 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import typing
 from pathlib import Path
 from typing import Iterator
+from unittest import mock
 
 import ray
 from fastcore.docments import docments
@@ -30,7 +33,8 @@ from .pipeline import DEFAULT_SAMPLING, run_batch, sample_prompts_path
 from .planner import plan_for
 
 # %% auto #0
-__all__ = ['PROG', 'BY_HAND', 'ALIASES', 'PLAN_MAX_MODEL_LEN', 'build_parser', 'native_stderr_to', 'main']
+__all__ = ['PROG', 'BY_HAND', 'ALIASES', 'PLAN_MAX_MODEL_LEN', 'build_parser', 'native_stderr_to', 'Terminated',
+           'terminated_as_interrupt', 'quiet_vllm', 'main']
 
 # %% ../nbs/03d_cli.ipynb #f58b6ac9
 PROG = "ray-vllm-batch"
@@ -160,6 +164,47 @@ def _print_plan(args, engine: dict) -> int:
     print(p["explanation"])
     return 0
 
+# %% ../nbs/03d_cli.ipynb #c11a0001
+class Terminated(KeyboardInterrupt):
+    "SIGTERM arrived (Slurm, Kubernetes, `timeout`): stop as Ctrl-C stops, then exit 143."
+
+@contextlib.contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    "While it lasts, SIGTERM raises `Terminated` in the main thread, so the job's clean-up runs as for Ctrl-C; the old handler is restored after."
+    def handler(signum, frame):
+        raise Terminated()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+@contextlib.contextmanager
+def quiet_vllm(
+    quiet: bool = True,  # False: change nothing
+) -> Iterator[None]:
+    "While it lasts: vLLM logs errors only (its engines inherit `VLLM_LOGGING_LEVEL`); the environment and logger level are restored after."
+    if not quiet:
+        yield
+        return
+    log = logging.getLogger("vllm.triton_utils.importing")  # logs when vLLM is imported, before it reads the variable
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with mock.patch.dict(os.environ, {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR")}):
+            yield
+    finally:
+        log.setLevel(level)
+
+def _log_file() -> Path:
+    "A new empty file for Ray's and vLLM's own messages (its descriptor closed: `native_stderr_to` opens it)."
+    fd, path = tempfile.mkstemp(prefix=f"{PROG}-", suffix=".log")
+    os.close(fd)
+    return Path(path)
+
 # %% ../nbs/03d_cli.ipynb #6c2941b6
 def main(
     argv: list[str] | None = None,  # the arguments; None: the command line's
@@ -179,15 +224,13 @@ def main(
     kw = {k: getattr(args, k) for k in docments(run_batch) if k not in BY_HAND and k != "return"}
     if args.dry_run:
         kw |= dict(device="cpu", engine_cls=EchoEngine)
-    if not args.verbose:  # vLLM's import-time notes: hidden like the rest of its logs
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-        logging.getLogger("vllm.triton_utils.importing").setLevel(logging.ERROR)  # logs before vLLM reads the above
     output = _one(p, args.output, args.output_dir, "output folder") or "out/batch"
     input = _one(p, args.input, args.input_file, "input") or sample_prompts_path()
-    native = None if args.verbose else Path(tempfile.mkstemp(prefix=f"{PROG}-", suffix=".log")[1])
+    native = None if args.verbose else _log_file()
     seen, keep = f" (Ray's and vLLM's own messages: {native})" if native else "", False  # keep: after a failure
     try:
-        with native_stderr_to(native) if native else contextlib.nullcontext():
+        with quiet_vllm(not args.verbose), terminated_as_interrupt(), \
+                native_stderr_to(native) if native else contextlib.nullcontext():
             summary = run_batch(input, output, sampling=sampling, engine_kwargs=engine, **kw)
     except (InputError, ValueError) as e:  # found before any engine started: the log is empty
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -196,6 +239,10 @@ def main(
         keep = True
         print(f"{PROG}: error: {e}{seen}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"{PROG}: terminated (SIGTERM); engines stopped, placement groups removed. Re-run the same command to "
+              "resume.", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; placement groups removed. Re-run the same command to resume.", file=sys.stderr)
         return 130

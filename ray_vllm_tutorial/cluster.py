@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import signal
+import threading
 import time
 from typing import Iterator, Literal
 
@@ -28,16 +30,20 @@ def init_ray(
     num_gpus: int | None = None,  # logical GPUs of the local instance (ignored when joining a cluster)
     **kwargs,  # passed on to `ray.init`
 ) -> dict:
-    "Start a private local Ray (or join `address`) unless one is running; return the cluster's total resources."
+    "Start a private local Ray (or join `address`) unless one is running; return the cluster's total resources. A SIGTERM handler the caller set stays in place."
     if ray.is_initialized():
         return ray.cluster_resources()
     kwargs.setdefault("include_dashboard", False)
     kwargs.setdefault("log_to_driver", True)
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
     if address is None:
         kwargs.setdefault("_node_ip_address", "127.0.0.1")
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
     else:
         ray.init(address=address, **kwargs)
+    if callable(handler):  # ray.init replaces the driver's SIGTERM handler by sys.exit: keep the caller's own
+        signal.signal(signal.SIGTERM, handler)
     return ray.cluster_resources()
 
 # %% ../nbs/00_ray_core.ipynb #3cde6717

@@ -236,7 +236,7 @@ class Summary:
     replicas: dict = dataclasses.field(default_factory=dict)  # replica -> {"rows", "output_tokens"} this run
     dead_engines: list = dataclasses.field(default_factory=list)  # replicas whose engine died during the run
     start_failures: dict = dataclasses.field(default_factory=dict)  # replica -> why its engine never got ready
-    engines: dict = dataclasses.field(default_factory=dict)  # replica -> {"node", "cores"} of each engine that started
+    engines: dict = dataclasses.field(default_factory=dict)  # replica -> {"node", "cores", "processes"} of each engine that started
     quarantined: list = dataclasses.field(default_factory=list)  # torn part files renamed `.torn` (their rows re-run)
 
     def __str__(self) -> str:
@@ -281,7 +281,8 @@ def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dic
         replicas={int(r): dict(rows=int(v["size"]), output_tokens=int(v["sum"])) for r, v in per.iterrows()} if len(per) else {},
         dead_engines=[i for i in (stats or {}).get("dead", []) if (stats or {}).get("errors", {}).get(i) == DIED],
         start_failures={i: e for i, e in (stats or {}).get("errors", {}).items() if e != DIED},
-        engines={i: dict(node=v.get("node", ""), cores=v.get("cores", [])) for i, v in (stats or {}).get("engines", {}).items()})
+        engines={i: dict(node=v.get("node", ""), cores=v.get("cores", []), processes=v.get("processes", []))
+                 for i, v in (stats or {}).get("engines", {}).items()})
 
 def _raise_if_none_started(stats: dict) -> None:
     "When no engine ever got ready: `RuntimeError` with why each failed (one engine: its own error)."

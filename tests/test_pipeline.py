@@ -14,7 +14,7 @@ import ray
 from ray_vllm_tutorial.models import tiny_corpus
 from ray_vllm_tutorial.cluster import init_ray, placement_groups
 from ray_vllm_tutorial.inputs import InputError, normalize_requests
-from ray_vllm_tutorial.outputs import read_output
+from ray_vllm_tutorial.outputs import MANIFEST_NAME, read_output
 from ray_vllm_tutorial.engines import EchoEngine, EnginesDied
 from ray_vllm_tutorial.pipeline import run_batch
 
@@ -448,3 +448,80 @@ def test_sigkill_of_the_cli_leaves_no_ray_process(tmp_path):
     for p in alive:  # clean up what the check found, by PID, before failing
         p.kill()
     assert not alive, [(p.pid, p.name()) for p in alive]
+
+
+def test_a_failed_or_hung_start_drops_only_that_engine(tmp_path):
+    """Engine 1 fails in `start`, engine 2 never gets ready: engine 0 answers every row; both are named with why."""
+    inp, ids = _echo_input(tmp_path)
+    s = run_batch(inp, tmp_path / "o", replicas=3, engine_cls=EchoEngine, progress=False, rows_in_flight=4,
+                  start_timeout_s=2, engine_kwargs=dict(echo=dict(token_s=0.05, start={1: "fail", 2: "hang"})))
+    _assert_no_ray_left()
+    assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
+    assert sorted(s.replicas) == [0] and s.dead_engines == []
+    assert s.start_failures == {1: "an engine failed to start: RuntimeError: echo engine 1 was told to fail",
+                                2: "engine 2 did not start within 2 s"}
+
+
+def test_no_engine_started_names_each_failure(tmp_path):
+    inp, _ = _echo_input(tmp_path)
+    with pytest.raises(RuntimeError, match="^no engine started: engine 0: an engine failed to start: RuntimeError: "
+                                           "echo engine 0 was told to fail; engine 1: .*echo engine 1 was told to fail$"):
+        run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
+                  engine_kwargs=dict(echo=dict(start={0: "fail", 1: "fail"})))
+    _assert_no_ray_left()
+
+
+def _alive(processes) -> list[int]:
+    "Those of an engine's reported processes (pid + start time) still running."
+    import psutil
+    alive = []
+    for p in processes:
+        try:
+            q = psutil.Process(p["pid"])
+            if abs(q.create_time() - p["created"]) < 1e-3 and q.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p["pid"])
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_no_engine_process_outlives_the_job(tmp_path):
+    """Each engine runs a child process (as vLLM's engine core is one); engine 0 crashes mid-job (its child is left
+    running, as vLLM's is), engine 1 ends normally: after `run_batch` returns, neither child is alive. Rows answered
+    before the crash are kept, the rest go to engine 1: every id once, row by row."""
+    inp, ids = _echo_input(tmp_path)
+    init_ray(num_cpus=4)  # the caller's own Ray: nothing is cleaned up by shutting it down
+    try:
+        s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
+                      engine_kwargs=dict(echo=dict(token_s=0.01, child=True, die_after={0: 10})))
+        procs = [p for v in s.engines.values() for p in v["processes"]]
+        assert len(procs) == 2 and s.dead_engines == [0], (procs, s.dead_engines)
+        assert _alive(procs) == []
+        assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
+    finally:
+        ray.shutdown()
+
+
+def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path):
+    """SIGTERM to the CLI (as Slurm, Kubernetes or `timeout` send it, to the process only): exit 143 with a resume
+    hint, the run recorded as interrupted, no engine process left, no log file left behind; a re-run finishes."""
+    import psutil
+    inp, out = _write_jsonl(tmp_path / "in.jsonl", _rows_of_kind("prompt", 120)), tmp_path / "out"
+    cmd = _cli(inp, out, *_dry_run(), "--engine-arg", 'echo={"token_s": 0.05, "child": true}')
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 120 and not list(out.glob("rvt-part-*")):
+        time.sleep(0.1)
+    children = [p for p in psutil.Process(proc.pid).children(recursive=True) if "time.sleep(3600)" in " ".join(p.cmdline())]
+    assert len(children) == 1, children  # the one engine's stand-in engine core
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        _kill_tree(proc, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminated (SIGTERM)" in err and "own messages" not in err, err
+    assert json.loads((out / MANIFEST_NAME).read_text())["runs"][-1]["status"] == "interrupted"
+    assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    done = len(read_output(out))
+    assert 0 < done < 120, done

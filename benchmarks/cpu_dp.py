@@ -1,0 +1,63 @@
+"""Data parallelism on CPU, measured: `run_batch` with DP=1 and DP=2 on the same input, interleaved, in one run.
+
+Each run answers `--n` rows of the embedded tiny model with exactly `--max-tokens` tokens each (`ignore_eos`), and
+records generation tokens/s (output tokens / the time from the last engine ready to the last row done), engine start,
+and the cores each engine's most tightly bound process may run on. Results: `<out>/cpu_dp.json` and `cpu_dp.md`.
+
+    python benchmarks/cpu_dp.py                       # 1024 rows x 64 tokens, DP=1 and DP=2, 2 repeats
+    python benchmarks/cpu_dp.py --n 256 --repeats 1   # quicker
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    a.add_argument("--n", type=int, default=1024, help="rows")
+    a.add_argument("--max-tokens", type=int, default=64, help="output tokens per row")
+    a.add_argument("--repeats", type=int, default=2, help="runs of each layout, interleaved (1, 2, 1, 2, ...)")
+    a.add_argument("--out", default="benchmarks/results/cpu-dp", help="results folder")
+    a.add_argument("--label", default="", help="a name for this code version, stored with the results")
+    args = a.parse_args()
+    from ray_vllm_tutorial.models import tiny_corpus
+    from ray_vllm_tutorial.pipeline import run_batch
+    tmp = Path(tempfile.mkdtemp(prefix="cpu-dp-"))
+    corpus = tiny_corpus()
+    inp = tmp / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": i, "messages": [{"role": "user", "content": corpus[i % len(corpus)]}]}) + "\n"
+                           for i in range(args.n)))
+    runs = []
+    for rep in range(args.repeats):
+        for dp in (1, 2):
+            t = time.time()
+            s = run_batch(inp, tmp / f"dp{dp}-{rep}", replicas=dp, tensor_parallel_size=1, device="cpu", progress=False,
+                          sampling=dict(max_tokens=args.max_tokens, ignore_eos=True))
+            assert s.rows == args.n and s.failed == 0, s
+            runs.append(dict(dp=dp, repeat=rep, generation_tokens_per_s=s.generation_tokens_per_s,
+                             generation_s=s.generation_s, engine_start_s=s.engine_start_s, wall_s=time.time() - t,
+                             output_tokens=s.output_tokens, cores={k: v["cores"] for k, v in s.engines.items()}))
+            print(json.dumps(runs[-1]), flush=True)
+    med = {dp: statistics.median(r["generation_tokens_per_s"] for r in runs if r["dp"] == dp) for dp in (1, 2)}
+    result = dict(label=args.label, n=args.n, max_tokens=args.max_tokens, runs=runs, median_tokens_per_s=med,
+                  dp2_over_dp1=med[2] / med[1])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"cpu_dp{'-' + args.label if args.label else ''}"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    rows = "\n".join(f"| {r['dp']} | {r['repeat']} | {r['generation_tokens_per_s']:.0f} | {r['engine_start_s']:.1f} | "
+                     f"{r['cores']} |" for r in runs)
+    (out / f"{name}.md").write_text(
+        f"{args.n} rows x {args.max_tokens} tokens, embedded tiny model, CPU ({args.label or 'this code'})\n\n"
+        "| DP | repeat | generation tokens/s | engine start s | cores per engine |\n|---|---|---|---|---|\n"
+        f"{rows}\n\nmedian DP=1 {med[1]:.0f}, DP=2 {med[2]:.0f} tokens/s: DP=2 / DP=1 = {med[2] / med[1]:.2f}x\n")
+    print(f"DP=2 / DP=1 = {med[2] / med[1]:.2f}x (median generation tokens/s {med[2]:.0f} / {med[1]:.0f})")
+
+
+if __name__ == "__main__":
+    main()
