@@ -40,22 +40,29 @@ def _row_error(row: dict) -> str | None:
 WARM_UP = [{"role": "user", "content": "warm up"}]  # the one tiny request every engine answers before it is ready
 WARM_UP_MAX_TOKENS = 4
 
+def _cores_of(pid: int) -> list[int]:
+    "The cores any thread of process `pid` may run on (vLLM binds each OpenMP thread to one core)."
+    try:
+        return sorted(set().union(*(os.sched_getaffinity(int(t)) for t in os.listdir(f"/proc/{pid}/task"))))
+    except OSError:  # no /proc (not Linux), or the process or a thread just ended
+        return sorted(os.sched_getaffinity(pid)) if hasattr(os, "sched_getaffinity") else []
+
 def _engine_processes() -> list[dict]:
     "This actor's child processes (vLLM's engine core and workers): pid, start time, and the cores each may run on."
     import psutil
     out = []
     for p in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            out.append(dict(pid=p.pid, created=p.create_time(), cores=sorted(p.cpu_affinity())))
+            out.append(dict(pid=p.pid, created=p.create_time(), cores=_cores_of(p.pid)))
     return out
 
-def _started(engine, sizes: dict) -> dict:
+async def _started(engine, sizes: dict) -> dict:
     "What a started engine reports (and tells its progress counter): its sizes, node, processes, and the cores its most tightly bound process runs on."
     procs = _engine_processes()
     info = dict(replica=engine.replica, **sizes, node=ray.get_runtime_context().get_node_id(), processes=procs,
                 cores=min((p["cores"] for p in procs), key=len, default=sorted(os.sched_getaffinity(0))))
     if engine.progress is not None:
-        engine.progress.ready.remote(engine.replica, time.time(), info)
+        await engine.progress.ready.remote(engine.replica, time.time(), info)  # recorded before `start` returns
     return info
 
 async def _as_done(answer, rows: list[dict]):
@@ -98,7 +105,7 @@ class EngineActor:
         cfg = self.engine.vllm_config
         self.max_len = cfg.model_config.max_model_len
         await self._generate(WARM_UP, SamplingParams(max_tokens=WARM_UP_MAX_TOKENS, output_kind=self.final))
-        return _started(self, dict(max_num_seqs=cfg.scheduler_config.max_num_seqs,
+        return await _started(self, dict(max_num_seqs=cfg.scheduler_config.max_num_seqs,
                                    max_num_batched_tokens=cfg.scheduler_config.max_num_batched_tokens,
                                    max_model_len=self.max_len))
 
@@ -173,7 +180,7 @@ class EchoEngine:
             raise RuntimeError(f"echo engine {self.replica} was told to fail")
         if self.on_start == "hang":
             await asyncio.sleep(3600)
-        return _started(self, ECHO_SIZES)
+        return await _started(self, ECHO_SIZES)
 
     async def _answer(self, row: dict) -> dict:
         if _row_error(row):
