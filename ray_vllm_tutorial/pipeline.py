@@ -124,9 +124,11 @@ def _bury(self: Dispatcher, i: int, reason: str | None = None) -> None:
 @patch
 async def _run(self: Dispatcher, i: int, rows: list[dict], idx: list[int], results: list, replicas: list) -> None:
     "Rows `idx` of `rows` through engine `i`: each answer lands in `results`/`replicas` as it streams back and frees its slot at once; if the engine dies, the rows it had not answered stay None."
-    held = len(idx)
+    held, engine = len(idx), self.engines.get(i)
     try:
-        async for ref in self.engines[i].stream.options(num_returns="streaming").remote([rows[k] for k in idx]):
+        if engine is None:  # buried since `_acquire` chose it: these rows go round again
+            return
+        async for ref in engine.stream.options(num_returns="streaming").remote([rows[k] for k in idx]):
             j, answer = await ref
             results[idx[j]], replicas[idx[j]] = answer, i
             held -= 1
@@ -180,9 +182,10 @@ def batch_plan(
     batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine
     rows_in_flight: int = 2 * MAX_NUM_SEQS_HINT,  # most rows one engine holds at once
 ) -> tuple[int, int]:
-    "Rows per batch (at most `batch_size` and `rows_in_flight`, and small enough for two batches per engine) and how many batches the dispatcher may hold: enough to fill every engine, and as many again waiting, so a freed slot is refilled at once."
+    "Rows per batch (at most `batch_size` and `rows_in_flight`, and small enough for two batches per engine) and how many batches the dispatcher may hold: enough to fill every engine, and as many again (at least 4 per engine) waiting, so a freed slot is refilled at once."
     bs = max(1, min(batch_size, rows_in_flight, math.ceil(rows / (2 * engines))))
-    return bs, 2 * engines * max(1, rows_in_flight // bs)
+    per = max(1, rows_in_flight // bs)  # batches that fill one engine
+    return bs, engines * (per + max(per, 4))
 
 # %% ../nbs/03_batch_inference.ipynb #1fa7ba4b
 def answer(
