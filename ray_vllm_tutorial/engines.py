@@ -26,7 +26,7 @@ from .cluster import tp_placement_group
 from .inputs import row_sampling
 
 # %% auto #0
-__all__ = ['WARM_UP', 'WARM_UP_MAX_TOKENS', 'ECHO_SIZES', 'ECHO_TOKEN_S', 'PLACEMENT_TIMEOUT_S', 'SHUTDOWN_TIMEOUT_S',
+__all__ = ['WARM_UP', 'WARM_UP_MAX_TOKENS', 'ECHO_SIZES', 'ECHO_TOKEN_S', 'SHUTDOWN_TIMEOUT_S', 'PLACEMENT_TIMEOUT_S',
            'ENGINE_START_TIMEOUT_S', 'EngineActor', 'EchoEngine', 'stop_engines', 'engines_scope', 'start_failure',
            'start_engines', 'EnginesDied']
 
@@ -36,10 +36,7 @@ def _row_error(row: dict) -> str | None:
     e = row.get("error")
     return e if isinstance(e, str) and e else None
 
-# %% ../nbs/02d_engines.ipynb #0b629b48
-WARM_UP = [{"role": "user", "content": "warm up"}]  # the one tiny request every engine answers before it is ready
-WARM_UP_MAX_TOKENS = 4
-
+# %% ../nbs/02d_engines.ipynb #e1a00002
 def _cores_of(pid: int) -> list[int]:
     "The cores any thread of process `pid` may run on (vLLM binds each OpenMP thread to one core)."
     try:
@@ -57,10 +54,11 @@ def _engine_processes() -> list[dict]:
     return out
 
 async def _started(engine, sizes: dict) -> dict:
-    "What a started engine reports (and tells its progress counter): its sizes, node, processes, and the cores its most tightly bound process runs on."
-    procs = _engine_processes()
+    "What a started engine reports (and tells its progress counter): its sizes, node, processes, and its cores: those of its processes bound to fewer than all of this actor's cores (its workers), or all of them."
+    procs, mine = _engine_processes(), sorted(os.sched_getaffinity(0))
+    bound = sorted({c for p in procs if len(p["cores"]) < len(mine) for c in p["cores"]})
     info = dict(replica=engine.replica, **sizes, node=ray.get_runtime_context().get_node_id(), processes=procs,
-                cores=min((p["cores"] for p in procs), key=len, default=sorted(os.sched_getaffinity(0))))
+                cores=bound or mine)
     if engine.progress is not None:
         await engine.progress.ready.remote(engine.replica, time.time(), info)  # recorded before `start` returns
     return info
@@ -71,6 +69,10 @@ async def _as_done(answer, rows: list[dict]):
         return k, await answer(row)
     for next_done in asyncio.as_completed([one(k, r) for k, r in enumerate(rows)]):
         yield await next_done
+
+# %% ../nbs/02d_engines.ipynb #0b629b48
+WARM_UP = [{"role": "user", "content": "warm up"}]  # the one tiny request every engine answers before it is ready
+WARM_UP_MAX_TOKENS = 4
 
 class EngineActor:
     "One vLLM engine (its async engine, `AsyncLLM`) in a Ray actor: every row it is handed runs at once, so vLLM's scheduler always has the whole in-flight set to batch."
@@ -216,8 +218,7 @@ class EchoEngine:
             self.child.kill()
             self.child.wait()
 
-# %% ../nbs/02d_engines.ipynb #eec0098f
-PLACEMENT_TIMEOUT_S = 120  # how long an engine's placement group may take to be placed
+# %% ../nbs/02d_engines.ipynb #e1a00003
 SHUTDOWN_TIMEOUT_S = 30  # how long the engines may take to shut vLLM down before their actors are killed
 
 @ray.remote(num_cpus=0)
@@ -252,6 +253,9 @@ def stop_engines(
         return sorted(pid for pids in ray.get(reaps, timeout=timeout_s) for pid in pids)
     except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
         return []  # a node that is gone took its processes with it
+
+# %% ../nbs/02d_engines.ipynb #eec0098f
+PLACEMENT_TIMEOUT_S = 120  # how long an engine's placement group may take to be placed
 
 @contextlib.contextmanager
 def engines_scope(

@@ -59,6 +59,7 @@ class Dispatcher:
                  start_timeout_s: float = ENGINE_START_TIMEOUT_S):  # how long each engine may take to be ready
         self.engines = dict(enumerate(engines))  # replica -> actor handle: live ones only (ready or starting)
         self.load = dict.fromkeys(self.engines, 0)  # rows each engine holds now
+        self.sent = dict.fromkeys(self.engines, 0)  # rows handed to each engine so far (breaks ties between free engines)
         self.cap: dict[int, int] = {}  # replica -> most rows it may hold, set once it is ready
         self.starts, self.rows_in_flight, self.start_timeout_s = starts, rows_in_flight, start_timeout_s
         self.progress, self.attempts = progress, attempts
@@ -68,7 +69,7 @@ class Dispatcher:
         "Once, in Ray Data's event loop: one task per engine that waits for its start."
         if self.room is None:
             self.room = asyncio.Condition()
-            self.watchers = [asyncio.ensure_future(self._started(i)) for i in self.engines]
+            self.watchers = [asyncio.ensure_future(self._started(i)) for i in self.engines]  # held: asyncio keeps only weak refs
 
     async def _started(self, i: int) -> None:
         "Wait for engine `i`'s start: ready, it gets its share of rows; failed or too slow, it is buried with the reason."
@@ -91,16 +92,17 @@ class Dispatcher:
 # %% ../nbs/03_batch_inference.ipynb #d1a00002
 @patch
 async def _acquire(self: Dispatcher, n: int) -> tuple[int, int]:
-    "A ready engine with room and how many of `n` rows it takes now (as many as fit): the one with the most room; waits for room; `EnginesDied` when no engine is left."
+    "A ready engine with room and how many of `n` rows it takes now (as many as fit): the one with the most room (of equals, the one handed fewest rows so far); waits for room; `EnginesDied` when no engine is left."
     async with self.room:
         while True:
             if not self.engines:
                 raise EnginesDied("every engine died")
             room = {i: self.cap[i] - self.load[i] for i in self.engines if i in self.cap}
             if room and max(room.values()) > 0:
-                i = max(room, key=room.get)
+                i = max(room, key=lambda j: (room[j], -self.sent[j]))
                 take = min(n, room[i])
                 self.load[i] += take
+                self.sent[i] += take
                 return i, take
             await self.room.wait()
 
@@ -239,7 +241,7 @@ class Summary:
     replicas: dict = dataclasses.field(default_factory=dict)  # replica -> {"rows", "output_tokens"} this run
     dead_engines: list = dataclasses.field(default_factory=list)  # replicas whose engine died during the run
     start_failures: dict = dataclasses.field(default_factory=dict)  # replica -> why its engine never got ready
-    engines: dict = dataclasses.field(default_factory=dict)  # replica -> {"node", "cores", "processes"} of each engine that started
+    engines: dict = dataclasses.field(default_factory=dict)  # replica -> {"node", "cores", "processes", "ready_at"} of each engine that started
     quarantined: list = dataclasses.field(default_factory=list)  # torn part files renamed `.torn` (their rows re-run)
 
     def __str__(self) -> str:
@@ -284,8 +286,8 @@ def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dic
         replicas={int(r): dict(rows=int(v["size"]), output_tokens=int(v["sum"])) for r, v in per.iterrows()} if len(per) else {},
         dead_engines=[i for i in (stats or {}).get("dead", []) if (stats or {}).get("errors", {}).get(i) == DIED],
         start_failures={i: e for i, e in (stats or {}).get("errors", {}).items() if e != DIED},
-        engines={i: dict(node=v.get("node", ""), cores=v.get("cores", []), processes=v.get("processes", []))
-                 for i, v in (stats or {}).get("engines", {}).items()})
+        engines={i: dict(node=v.get("node", ""), cores=v.get("cores", []), processes=v.get("processes", []),
+                         ready_at=stats["ready_at"][i]) for i, v in (stats or {}).get("engines", {}).items()})
 
 def _raise_if_none_started(stats: dict) -> None:
     "When no engine ever got ready: `RuntimeError` with why each failed (one engine: its own error)."
