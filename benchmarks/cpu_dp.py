@@ -1,7 +1,7 @@
 """Data parallelism on CPU, measured: `run_batch` with DP=1 and DP=2 on the same input, interleaved, in one run.
 
 Each run answers `--n` rows of the embedded tiny model with exactly `--max-tokens` tokens each (`ignore_eos`), and
-records generation tokens/s (output tokens / the time from the last engine ready to the last row done), engine start,
+records generation tokens/s (output tokens / the time from the first engine ready to the last row done), engine start,
 and the cores each engine's most tightly bound process may run on. Results: `<out>/cpu_dp.json` and `cpu_dp.md`.
 
     python benchmarks/cpu_dp.py                       # 1024 rows x 64 tokens, DP=1 and DP=2, 2 repeats

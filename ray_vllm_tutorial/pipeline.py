@@ -235,8 +235,8 @@ class Summary:
     tokens_per_s: float  # output tokens / wall time of this run
     output: str  # the output folder
     openai_output: str | None = None  # the OpenAI-format response file, for OpenAI batch input
-    engine_start_s: float = 0.0  # from asking for engines to the last one ready
-    generation_s: float = 0.0  # from the last engine ready to the last row done
+    engine_start_s: float = 0.0  # from asking for engines to the first one ready (rows flow from then on)
+    generation_s: float = 0.0  # from the first engine ready to the last row done
     generation_tokens_per_s: float = 0.0  # output tokens / generation_s: the engines' throughput
     replicas: dict = dataclasses.field(default_factory=dict)  # replica -> {"rows", "output_tokens"} this run
     dead_engines: list = dataclasses.field(default_factory=list)  # replicas whose engine died during the run
@@ -275,8 +275,8 @@ def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dic
     new = final[final["id"].isin(set(todo["id"]))]
     errors, tokens, wall = final["error"].dropna(), int(new["output_tokens"].sum()) if len(new) else 0, time.time() - t0
     ready = [t for t in (stats or {}).get("ready_at", []) if t is not None]
-    start_s = max(ready) - t_engines if ready else 0.0
-    gen_s = stats["last_done"] - max(ready) if ready and stats.get("last_done") else 0.0
+    start_s = min(ready) - t_engines if ready else 0.0  # rows flow from the first engine ready
+    gen_s = stats["last_done"] - min(ready) if ready and stats.get("last_done") else 0.0
     per = new[new["replica"] >= 0].groupby("replica")["output_tokens"].agg(["size", "sum"]) if "replica" in new else []
     return Summary(
         rows=len(final), new_rows=len(new), skipped=skipped, failed=int(errors.size),
