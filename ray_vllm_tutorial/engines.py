@@ -63,10 +63,18 @@ async def _started(engine, sizes: dict) -> dict:
         await engine.progress.ready.remote(engine.replica, time.time(), info)  # recorded before `start` returns
     return info
 
-async def _as_done(answer, rows: list[dict]):
-    "`(index, await answer(row))` for every row, all running at once, yielded in the order they finish."
+async def _counted(engine, row: dict) -> dict:
+    "`engine._answer(row)`, counted in `engine.holding` (what its `held()` reports) while it runs."
+    engine.holding += 1
+    try:
+        return await engine._answer(row)
+    finally:
+        engine.holding -= 1
+
+async def _as_done(engine, rows: list[dict]):
+    "`(index, answer)` for every row through `engine`, all running at once, yielded in the order they finish."
     async def one(k: int, row: dict) -> tuple[int, dict]:
-        return k, await answer(row)
+        return k, await _counted(engine, row)
     for next_done in asyncio.as_completed([one(k, r) for k, r in enumerate(rows)]):
         yield await next_done
 
@@ -85,6 +93,7 @@ class EngineActor:
                  engine_kwargs: dict,  # more vLLM engine arguments
                  progress=None):  # a `ProgressCounter` to report to
         self.replica, self.sampling, self.progress = replica, dict(sampling), progress
+        self.holding = 0  # rows being answered now (`held`)
         self.args = (model, tensor_parallel_size, device, dict(engine_kwargs))
 
     async def start(self) -> dict:
@@ -147,12 +156,16 @@ class EngineActor:
 
     async def generate(self, rows: list[dict]) -> list[dict]:
         "Answer `rows` (dicts with `messages`, `sampling`, `error`) all at once; results in the same order."
-        return list(await asyncio.gather(*(self._answer(r) for r in rows)))
+        return list(await asyncio.gather(*(_counted(self, r) for r in rows)))
 
     async def stream(self, rows: list[dict]):
         "Answer `rows` all at once, yielding `(index, result)` for each row as soon as it is done (a Ray streaming generator)."
-        async for done in _as_done(self._answer, rows):
+        async for done in _as_done(self, rows):
             yield done
+
+    def held(self) -> int:
+        "Rows it is answering now (the warm-up request is not one)."
+        return self.holding
 
     def shutdown(self) -> None:
         "Shut vLLM's engine down: its engine-core and worker processes end (killing the actor alone leaves them running)."
@@ -174,7 +187,7 @@ class EchoEngine:
         self.die_after = {int(k): v for k, v in opts.get("die_after", {}).items()}.get(replica)
         self.on_start = {int(k): v for k, v in opts.get("start", {}).items()}.get(replica)  # "fail", "hang" or None
         self.child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]) if opts.get("child") else None
-        self.answered = 0
+        self.answered = self.holding = 0
 
     async def start(self) -> dict:
         "Ready at once (unless told to fail or hang)."
@@ -204,13 +217,17 @@ class EchoEngine:
     async def generate(self, rows: list[dict]) -> list[dict]:
         "Answer `rows` all at once, results in their order."
         self._count(rows)
-        return list(await asyncio.gather(*(self._answer(r) for r in rows)))
+        return list(await asyncio.gather(*(_counted(self, r) for r in rows)))
 
     async def stream(self, rows: list[dict]):
         "Answer `rows` all at once, yielding `(index, result)` as each is done."
         self._count(rows)
-        async for done in _as_done(self._answer, rows):
+        async for done in _as_done(self, rows):
             yield done
+
+    def held(self) -> int:
+        "Rows it is answering now."
+        return self.holding
 
     def shutdown(self) -> None:
         "End the stand-in child process, as `EngineActor.shutdown` ends vLLM's."

@@ -60,29 +60,35 @@ class Dispatcher:
         self.engines = dict(enumerate(engines))  # replica -> actor handle: live ones only (ready or starting)
         self.load = dict.fromkeys(self.engines, 0)  # rows each engine holds now
         self.sent = dict.fromkeys(self.engines, 0)  # rows handed to each engine so far (breaks ties between free engines)
-        self.cap: dict[int, int] = {}  # replica -> most rows it may hold, set once it is ready
         self.starts, self.rows_in_flight, self.start_timeout_s = starts, rows_in_flight, start_timeout_s
+        # replica -> most rows it may hold: now for engines already started, once ready for the others
+        self.cap = {i: self._share(s) for i, s in enumerate(starts) if isinstance(s, dict)}
         self.progress, self.attempts = progress, attempts
         self.room = None  # an asyncio.Condition, made in the event loop Ray Data runs us in
 
+    def _share(self, size: dict) -> int:
+        "Most rows an engine that reported `size` (what its `start` returned) may hold."
+        return self.rows_in_flight or 2 * size["max_num_seqs"]
+
     def _watch_starts(self) -> None:
-        "Once, in Ray Data's event loop: one task per engine that waits for its start."
+        "Once, in Ray Data's event loop: one task per engine still starting that waits for its start."
         if self.room is None:
             self.room = asyncio.Condition()
-            self.watchers = [asyncio.ensure_future(self._started(i)) for i in self.engines]  # held: asyncio keeps only weak refs
+            self.watchers = [asyncio.ensure_future(self._started(i)) for i in self.engines  # held: asyncio keeps
+                             if i not in self.cap]  # only weak references to tasks
 
     async def _started(self, i: int) -> None:
         "Wait for engine `i`'s start: ready, it gets its share of rows; failed or too slow, it is buried with the reason."
         s = self.starts[i]
         try:
-            size = s if isinstance(s, dict) else await asyncio.wait_for(asyncio.wrap_future(s.future()), self.start_timeout_s)
+            size = await asyncio.wait_for(asyncio.wrap_future(s.future()), self.start_timeout_s)
         except asyncio.TimeoutError:
             reason = f"engine {i} did not start within {self.start_timeout_s:g} s"
         except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
             reason = start_failure(e)
         else:
             async with self.room:
-                self.cap[i] = self.rows_in_flight or 2 * size["max_num_seqs"]
+                self.cap[i] = self._share(size)
                 self.room.notify_all()
             return
         self._bury(i, reason)

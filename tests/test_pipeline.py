@@ -282,13 +282,29 @@ def _echo_input(tmp_path, n=40):
 
 
 def test_replicas_share_the_rows(tmp_path):
+    """Engines are fed from the moment each is ready, so a short job's split depends on when each got ready; what
+    holds in any order: rows only from engines that started, only once each was ready, and an engine ready while rows
+    were still going in got some. With every engine started before the rows arrive, each gets its share."""
     inp, ids = _echo_input(tmp_path)
     s = run_batch(inp, tmp_path / "o", replicas=3, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
     _assert_no_ray_left()
     out = read_output(tmp_path / "o")
     assert sorted(out["id"]) == ids and s.failed == 0
-    assert sorted(s.replicas) == [0, 1, 2] and min(v["rows"] for v in s.replicas.values()) >= 40 // 6  # batches of 7
     assert out.groupby("replica").size().to_dict() == {k: v["rows"] for k, v in s.replicas.items()}
+    ready = {r: e["ready_at"] for r, e in s.engines.items()}
+    assert set(s.replicas) <= set(ready) and all((g["started_at"] >= ready[r]).all() for r, g in out.groupby("replica"))
+    assert [r for r, t in ready.items() if t < out["started_at"].max() - 0.5 and r not in s.replicas] == []
+    from ray_vllm_tutorial.engines import engines_scope, start_engines
+    from ray_vllm_tutorial.inputs import normalize_requests, read_table
+    from ray_vllm_tutorial.pipeline import answer
+    init_ray(num_cpus=4)
+    try:
+        with engines_scope(3, 1, "cpu", "echo", dict(max_tokens=8), ECHO, engine_cls=EchoEngine) as engines:
+            done = answer(normalize_requests(read_table(inp))[0], engines, start_engines(engines)).to_pandas()
+    finally:
+        ray.shutdown()
+    shares = done.groupby("replica").size()
+    assert sorted(done["id"]) == ids and sorted(shares.index) == [0, 1, 2] and shares.min() >= 40 // 6  # batches of 7
 
 
 def test_dead_engine_rows_go_to_the_others(tmp_path):
