@@ -107,12 +107,14 @@ def local_cluster(
 
 # %% ../nbs/00_ray_core.ipynb #7cc9e824
 def check_positive_int(
-    value,  # the count to check: a whole number >= 1 (Python int or numpy integer; not a bool)
+    value,  # the count to check: a whole number >= `least` (Python int or numpy integer; not a bool)
     name: str,  # the argument's name, shown in the message
+    least: int = 1,  # the smallest count allowed (0 for counts that may be none, like restarts)
 ) -> int:
-    "Return `value` as an `int` if it is a whole number >= 1, else raise `ValueError` naming `name` and the value."
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    "Return `value` as an `int` if it is a whole number >= `least` (positive by default), else raise `ValueError` naming `name` and the value."
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        what = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)
 
 # %% ../nbs/00_ray_core.ipynb #6c2b3d3f

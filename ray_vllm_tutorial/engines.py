@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import os
@@ -27,8 +28,8 @@ from .inputs import row_sampling
 
 # %% auto #0
 __all__ = ['WARM_UP', 'WARM_UP_MAX_TOKENS', 'ECHO_SIZES', 'ECHO_TOKEN_S', 'SHUTDOWN_TIMEOUT_S', 'PLACEMENT_TIMEOUT_S',
-           'ENGINE_START_TIMEOUT_S', 'EngineActor', 'EchoEngine', 'stop_engines', 'engines_scope', 'start_failure',
-           'start_engines', 'EnginesDied']
+           'ENGINE_START_TIMEOUT_S', 'EngineActor', 'EchoEngine', 'stop_engines', 'Engines', 'engines_scope',
+           'start_failure', 'start_engines', 'EnginesDied']
 
 # %% ../nbs/02d_engines.ipynb #40357550
 def _row_error(row: dict) -> str | None:
@@ -57,7 +58,7 @@ async def _started(engine, sizes: dict) -> dict:
     "What a started engine reports (and tells its progress counter): its sizes, node, processes, and its cores: those of its processes bound to fewer than all of this actor's cores (its workers), or all of them."
     procs, mine = _engine_processes(), sorted(os.sched_getaffinity(0))
     bound = sorted({c for p in procs if len(p["cores"]) < len(mine) for c in p["cores"]})
-    info = dict(replica=engine.replica, **sizes, node=ray.get_runtime_context().get_node_id(), processes=procs,
+    info = dict(replica=engine.replica, restart=engine.restart, **sizes, node=ray.get_runtime_context().get_node_id(), processes=procs,
                 cores=bound or mine)
     if engine.progress is not None:
         await engine.progress.ready.remote(engine.replica, time.time(), info)  # recorded before `start` returns
@@ -91,8 +92,9 @@ class EngineActor:
                  device: str,  # "gpu" or "cpu"
                  sampling: dict,  # the job's SamplingParams defaults (a row's own fields win)
                  engine_kwargs: dict,  # more vLLM engine arguments
-                 progress=None):  # a `ProgressCounter` to report to
-        self.replica, self.sampling, self.progress = replica, dict(sampling), progress
+                 progress=None,  # a `ProgressCounter` to report to
+                 restart: int = 0):  # engines that served this replica before this one (0: the first)
+        self.replica, self.sampling, self.progress, self.restart = replica, dict(sampling), progress, restart
         self.holding = 0  # rows being answered now (`held`)
         self.args = (model, tensor_parallel_size, device, dict(engine_kwargs))
 
@@ -138,7 +140,7 @@ class EngineActor:
     async def _answer(self, row: dict) -> dict:
         "One row's result columns: a problem with the row becomes its `error`; an engine death is raised."
         from vllm import SamplingParams
-        from vllm.v1.engine.exceptions import EngineDeadError
+        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
         if _row_error(row):
             return dict(error=_row_error(row))
         started = time.time()
@@ -147,6 +149,8 @@ class EngineActor:
             out = await self._generate(json.loads(row["messages"]), params)
         except EngineDeadError:
             raise  # fatal for this engine: the dispatcher sends its rows to another
+        except EngineGenerateError as e:  # vLLM failed this request, the engine lives on: a resume runs it again
+            return dict(error=f"engine error: {e.__cause__!r}")
         except self.refused as e:  # too long, or a request vLLM rejects
             return dict(error=str(e) if str(e).startswith("prompt too long") else f"bad request: {e}")
         except Exception as e:  # e.g. a chat template that rejects the conversation (roles out of order)
@@ -178,13 +182,14 @@ ECHO_SIZES = dict(max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=20
 ECHO_TOKEN_S = 0.005  # seconds per echoed word, unless `engine_kwargs["echo"]["token_s"]` says otherwise
 
 class EchoEngine:
-    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds. For drills it can die after `die_after` rows, hold its rows forever (`hang`), fail or hang in `start`, and run a child process standing in for vLLM's engine core (`child`). For tests and dry runs."
+    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds. For drills it can die after `die_after` rows (its first engine of a replica only: a replacement lives), die on any row holding the word `poison`, fail rows holding the word `flaky` as vLLM fails a request, hold its rows forever (`hang`), fail or hang in `start`, and run a child process standing in for vLLM's engine core (`child`). For tests and dry runs."
     def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
-                 engine_kwargs: dict, progress=None):
-        self.replica, self.sampling, self.progress = replica, dict(sampling), progress
+                 engine_kwargs: dict, progress=None, restart: int = 0):
+        self.replica, self.sampling, self.progress, self.restart = replica, dict(sampling), progress, restart
         opts = engine_kwargs.get("echo", {})  # e.g. {"token_s": 0.01, "die_after": {0: 20}, "start": {1: "hang"}}
-        self.token_s, self.hang = opts.get("token_s", ECHO_TOKEN_S), opts.get("hang", False)
-        self.die_after = {int(k): v for k, v in opts.get("die_after", {}).items()}.get(replica)
+        self.token_s, self.hang, self.poison = opts.get("token_s", ECHO_TOKEN_S), opts.get("hang", False), opts.get("poison")
+        self.flaky = opts.get("flaky")  # a word: rows holding it fail as vLLM fails a request (`engine error`)
+        self.die_after = {int(k): v for k, v in opts.get("die_after", {}).items()}.get(replica) if restart == 0 else None
         self.on_start = {int(k): v for k, v in opts.get("start", {}).items()}.get(replica)  # "fail", "hang" or None
         self.child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]) if opts.get("child") else None
         self.answered = self.holding = 0
@@ -202,6 +207,10 @@ class EchoEngine:
             return dict(error=_row_error(row))
         started = time.time()
         words = json.loads(row["messages"])[-1]["content"].split()
+        if self.poison is not None and self.poison in words:
+            os._exit(1)  # a request that crashes the engine, and the actor with it
+        if self.flaky is not None and self.flaky in words:
+            return dict(error="engine error: RuntimeError('told to fail this row')")
         n = min(len(words), row_sampling(self.sampling, row.get("sampling"))["max_tokens"])
         await asyncio.sleep(3600 if self.hang else n * self.token_s)
         return dict(generated_text=" ".join(words[:n]), finish_reason="length" if n < len(words) else "stop",
@@ -251,6 +260,13 @@ def _kill_leftovers(processes: list[dict]) -> list[int]:
                 killed.append(p["pid"])
     return killed
 
+def _reap(
+    info: dict,  # what an engine reported when it got ready: its node and processes
+):
+    "A ref to `_kill_leftovers` of that engine's processes, run on its node."
+    node = NodeAffinitySchedulingStrategy(info["node"], soft=False)
+    return _kill_leftovers.options(scheduling_strategy=node).remote(info["processes"])
+
 def stop_engines(
     engines: list,  # engine actors
     progress=None,  # the job's `ProgressCounter`: knows each started engine's node and processes
@@ -264,8 +280,8 @@ def stop_engines(
         ray.kill(e)
     if progress is None:
         return []
-    reaps = [_kill_leftovers.options(scheduling_strategy=NodeAffinitySchedulingStrategy(info["node"], soft=False)).remote(
-        info["processes"]) for info in ray.get(progress.get.remote())["engines"].values() if info.get("processes")]
+    stats = ray.get(progress.get.remote())  # every engine that got ready, replaced ones too
+    reaps = [_reap(info) for info in [*stats["engines"].values(), *stats["retired"]] if info.get("processes")]
     try:
         return sorted(pid for pids in ray.get(reaps, timeout=timeout_s) for pid in pids)
     except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
@@ -273,6 +289,44 @@ def stop_engines(
 
 # %% ../nbs/02d_engines.ipynb #eec0098f
 PLACEMENT_TIMEOUT_S = 120  # how long an engine's placement group may take to be placed
+
+def _engine_actor(engine_cls: type, pgs: list, replicas: int, tensor_parallel_size: int, device: str, model: str,
+                  sampling: dict, engine_kwargs: dict, progress, job: str, replica: int, restart: int = 0):
+    "A new engine actor for `replica` in its own placement group `pgs[replica]` (on CPU bound to its own cores)."
+    gpus = 1 if device == "gpu" and tensor_parallel_size == 1 else 0  # TP>1: vLLM's Ray workers take the GPUs
+    strategy = PlacementGroupSchedulingStrategy(placement_group=pgs[replica], placement_group_bundle_index=0,
+                                                placement_group_capture_child_tasks=True)
+    env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(tensor_parallel_size, replica, replicas)} if device == "cpu" else {}
+    name = f"rvt-{job}-engine-{replica}" + (f"-restart-{restart}" if restart else "")
+    actor = ray.remote(engine_cls).options(num_cpus=1, num_gpus=gpus, scheduling_strategy=strategy, name=name,
+                                           runtime_env={"env_vars": env} if env else None)
+    return actor.remote(replica, model, tensor_parallel_size, device, sampling, engine_kwargs, progress, restart)
+
+@ray.remote(num_cpus=0)
+class _Spawner:
+    "Creates the engines that replace dead ones, and owns them: they live until `engines_scope` ends (not only as long as whoever asked for them), which stops them like the first ones."
+    def __init__(self, make):  # `_engine_actor` with everything but the replica and restart given
+        self.make, self.made = make, []
+    def spawn(self, replica: int, restart: int):
+        self.made.append(self.make(replica, restart))
+        return self.made[-1]
+    def spawned(self) -> list:
+        return self.made
+
+class Engines(list):
+    "The engine actors of a job, replica i at index i (a plain list for everything else), and `respawn`: a new engine in a dead one's place."
+    spawner = None  # a `_Spawner`, once every engine's placement group is placed
+
+    async def respawn(self,
+                      replica: int,  # the replica whose engine died
+                      restart: int,  # how many engines this replica has had before (1: the first replacement)
+                      progress=None):  # the job's `ProgressCounter`: knows the dead engine's node and processes
+        "A new engine actor (not started) in the dead engine's placement group, once what the dead engine left on its node is killed (a dead engine core may hold the GPU memory the new one needs)."
+        info = (await progress.get.remote())["engines"].get(replica) if progress is not None else None
+        if info and info.get("processes"):
+            with contextlib.suppress(ray.exceptions.RayError):
+                await _reap(info)
+        return await self.spawner.spawn.remote(replica, restart)
 
 @contextlib.contextmanager
 def engines_scope(
@@ -285,22 +339,25 @@ def engines_scope(
     progress=None,  # a `ProgressCounter` to report to
     engine_cls: type = EngineActor,  # the actor class: `EngineActor`, or `EchoEngine` for drills
     timeout_s: float = PLACEMENT_TIMEOUT_S,  # how long each placement group may take to be placed
-) -> Iterator[list]:
-    "Create one placement group and one engine actor per replica (not started yet; on CPU each with its own cores); yield the actors; on the way out, however it is left, stop them (`stop_engines`) and remove the groups."
-    pgs, engines, job = [], [], uuid.uuid4().hex[:6]
+) -> Iterator[Engines]:
+    "Create one placement group and one engine actor per replica (not started yet; on CPU each with its own cores); yield the actors (`Engines`: a list that can also `respawn` one); on the way out, however it is left, stop them (`stop_engines`) and remove the groups."
+    pgs, job, engines = [], uuid.uuid4().hex[:6], Engines()
+    make = functools.partial(_engine_actor, engine_cls, pgs, replicas, tensor_parallel_size, device, model, sampling,
+                             engine_kwargs or {}, progress, job)
     try:
         for i in range(replicas):
             pgs.append(tp_placement_group(tensor_parallel_size, device, timeout_s=timeout_s, name=f"rvt-{job}-engine-{i}"))
-            gpus = 1 if device == "gpu" and tensor_parallel_size == 1 else 0  # TP>1: vLLM's Ray workers take the GPUs
-            strategy = PlacementGroupSchedulingStrategy(placement_group=pgs[-1], placement_group_bundle_index=0,
-                                                        placement_group_capture_child_tasks=True)
-            env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(tensor_parallel_size, i, replicas)} if device == "cpu" else {}
-            actor = ray.remote(engine_cls).options(num_cpus=1, num_gpus=gpus, scheduling_strategy=strategy,
-                                                   name=f"rvt-{job}-engine-{i}", runtime_env={"env_vars": env} if env else None)
-            engines.append(actor.remote(i, model, tensor_parallel_size, device, sampling, engine_kwargs or {}, progress))
+            engines.append(make(i))
+        engines.spawner = _Spawner.remote(make)
         yield engines
     finally:
-        stop_engines(engines, progress)
+        spare, spawned = engines.spawner, []
+        if spare is not None:
+            with contextlib.suppress(ray.exceptions.RayError):
+                spawned = ray.get(spare.spawned.remote(), timeout=10)
+        stop_engines([*engines, *spawned], progress)
+        if spare is not None:
+            ray.kill(spare)
         for pg in pgs:
             ray.util.remove_placement_group(pg)
 

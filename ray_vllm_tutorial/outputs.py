@@ -153,7 +153,7 @@ def _repairable(output: Path) -> Iterator[bool]:
 def read_output(
     output: str | os.PathLike,  # the output folder
 ) -> pd.DataFrame:
-    "The job's result rows: its own part files only, each id once; torn parts renamed to `.torn` (see `quarantined`)."
+    "The job's result rows: its own part files only, each id once (from the latest run that wrote it); torn parts renamed to `.torn` (see `quarantined`)."
     output, frames = Path(output), []
     with _repairable(output) as may_rename:
         for f in part_files(output):
@@ -168,7 +168,7 @@ def read_output(
         df.attrs["duplicate_ids"] = 0
         return df
     df = pd.concat(frames, ignore_index=True)
-    dup = df["id"].duplicated()  # the first part (earliest run) wins
+    dup = df["id"].duplicated(keep="last")  # the latest run wins: a row run again replaces the earlier one
     df = df[~dup].reset_index(drop=True)
     df.attrs["duplicate_ids"] = int(dup.sum())  # rows dropped because their id was already read
     return df
@@ -250,15 +250,30 @@ def _check_input(output: Path, manifest: dict, fingerprint: str, kind: str, acce
         f"output folder {output} holds results of a different input: its manifest records a {old_kind} input with "
         f"sha256 {old[:12]}... (first run {manifest.get('created')}), this {kind} input has sha256 {fingerprint[:12]}.... "
         "Resuming would skip ids already there although their requests may have changed. Use a new output folder, "
-        "or pass accept_changed_input=True to resume anyway (rows already in the folder are kept as they are).")
+        "or pass accept_changed_input=True (--accept-changed-input) to resume anyway: rows whose request changed are run "
+        "again, the others are kept.")
+
+def _check_settings(output: Path, manifest: dict, settings: dict, accept_changed_settings: bool) -> None:
+    "Refuse to resume `output` with settings (model, sampling, engine arguments) other than its last run's (unless accepted)."
+    old = manifest.get("settings")
+    if old is None or old == settings or accept_changed_settings:
+        return
+    diff = "; ".join(f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now"
+                     for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k))
+    raise OutputFolderError(
+        f"output folder {output} holds results made with other settings ({diff}). Resuming would mix answers made "
+        "both ways in one folder. Use a new output folder, or pass accept_changed_settings=True "
+        "(--accept-changed-settings) to resume anyway.")
 
 # %% ../nbs/03b_output_folder.ipynb #a52161db
-def _start_run(output: Path, manifest: dict, run_id: str, fingerprint: str, kind: str) -> dict:
-    "Record a new run (status `running`) and the input in the manifest, and write it; returns the run's entry."
+def _start_run(output: Path, manifest: dict, run_id: str, fingerprint: str, kind: str, settings: dict | None) -> dict:
+    "Record a new run (status `running`), the input and the settings in the manifest, and write it; returns the run's entry."
     run = {"run_id": run_id, "started": _now(), "pid": os.getpid(), "host": socket.gethostname(),
-           "input_fingerprint": fingerprint, "status": "running"}
+           "input_fingerprint": fingerprint, "settings": settings, "status": "running"}
     manifest.update(package="ray_vllm_tutorial", version=__version__, input_fingerprint=fingerprint,
                     input_kind=kind, updated=_now(), runs=manifest.get("runs", []) + [run])
+    if settings is not None:
+        manifest["settings"] = settings
     _write_manifest(output, manifest)
     return run
 
@@ -276,16 +291,21 @@ def claim_output(
     fingerprint: str,  # `input_fingerprint(input)`: ties the folder to its input
     kind: str,  # the input kind ("messages", "prompt", "openai"), recorded in the manifest
     accept_changed_input: bool = False,  # resume even if the input's fingerprint changed
+    settings: dict | None = None,  # what shapes the answers (model, sampling, engine arguments): JSON values
+    accept_changed_settings: bool = False,  # resume even if `settings` differ from the last run's
 ) -> Iterator[OutputClaim]:
-    "Hold `output` for one run: a writable folder, locked against other jobs, whose manifest matches the input."
+    "Hold `output` for one run: a writable folder, locked against other jobs, whose manifest matches the input and settings."
     output = Path(output)
     _check_folder(output)
     fd = _lock(output)
     try:
         manifest = _read_manifest(output) or {"created": _now(), "runs": []}
         _check_input(output, manifest, fingerprint, kind, accept_changed_input)
+        if settings is not None:
+            settings = json.loads(json.dumps(settings, sort_keys=True, default=str))  # as the manifest will hold them
+            _check_settings(output, manifest, settings, accept_changed_settings)
         claim = OutputClaim(output, new_run_id(), manifest)
-        run, status = _start_run(output, manifest, claim.run_id, fingerprint, kind), "failed"
+        run, status = _start_run(output, manifest, claim.run_id, fingerprint, kind, settings), "failed"
         _HELD[output.resolve()] = claim
         try:
             yield claim

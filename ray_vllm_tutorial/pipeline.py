@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
@@ -41,29 +43,37 @@ ANSWER_COLUMNS = ["generated_text", "finish_reason", "generated_texts", "finish_
 DEFAULT_SAMPLING = dict(max_tokens=256, temperature=0.0)
 DEFAULT_BATCH_SIZE = 32  # rows per hand-off to an engine: small, so the dispatcher can balance the engines
 DIED = "died while answering"  # how the dispatcher records an engine that died mid-job (a start failure says more)
+ENGINE_RESTARTS = 3  # engines started in place of dead ones, per replica (Ray Data LLM restarts its engines too)
+KILLED_ENGINE = "killed the engine"  # the error kind of a row that an engine died on each time, the last time alone
 MAX_NUM_SEQS_HINT = 1024  # the most sequences vLLM schedules by default (an H100): sizes the queue before engines say
 
 # %% auto #0
-__all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'DIED', 'MAX_NUM_SEQS_HINT', 'Dispatcher', 'batch_plan',
-           'answer', 'Summary', 'run_batch', 'sample_prompts_path']
+__all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'DIED', 'ENGINE_RESTARTS', 'KILLED_ENGINE',
+           'MAX_NUM_SEQS_HINT', 'RETRIED_ON_RESUME', 'Dispatcher', 'batch_plan', 'answer', 'Summary', 'run_batch',
+           'sample_prompts_path']
 
 # %% ../nbs/03_batch_inference.ipynb #24fc98d3
 class Dispatcher:
-    "The step between Ray Data's reading and writing: every engine is fed from the moment it is ready; rows go to the ready engine with the most room, counted row by row as answers stream back; the unanswered rows of an engine that dies go to another."
+    "The step between Ray Data's reading and writing: every engine is fed from the moment it is ready; rows go to the ready engine with the most room, counted row by row as answers stream back; a dead engine is replaced and its unanswered rows go to another."
     def __init__(self,
-                 engines: list,  # the engine actors, replica i at index i
+                 engines: list,  # the engine actors, replica i at index i (`Engines` can also respawn one)
                  starts: list,  # their `start` results, or refs to them (the dispatcher waits for each)
                  rows_in_flight: int | None = None,  # most rows one engine holds; None: twice its max_num_seqs
                  progress=None,  # a `ProgressCounter` to report finished rows to
-                 attempts: int = 2,  # engines a row may see die before it becomes an error row
-                 start_timeout_s: float = ENGINE_START_TIMEOUT_S):  # how long each engine may take to be ready
-        self.engines = dict(enumerate(engines))  # replica -> actor handle: live ones only (ready or starting)
+                 attempts: int = 2,  # engines a row may see die among other rows before it is tried apart
+                 start_timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long each engine may take to be ready
+                 restarts: int = ENGINE_RESTARTS):  # engines started in place of dead ones, per replica
+        self.engines = dict(enumerate(engines))  # engine number -> actor: live ones (ready or starting); replacements get new numbers
+        self.replica = {k: k for k in self.engines}  # engine number -> the replica it serves
+        self.restarts = dict.fromkeys(self.engines, 0)  # replica -> engines started in its place so far
+        self.respawn, self.max_restarts = getattr(engines, "respawn", None), restarts
         self.load = dict.fromkeys(self.engines, 0)  # rows each engine holds now
         self.sent = dict.fromkeys(self.engines, 0)  # rows handed to each engine so far (breaks ties between free engines)
-        self.starts, self.rows_in_flight, self.start_timeout_s = starts, rows_in_flight, start_timeout_s
-        # replica -> most rows it may hold: now for engines already started, once ready for the others
+        self.starts, self.rows_in_flight, self.start_timeout_s = dict(enumerate(starts)), rows_in_flight, start_timeout_s
+        # engine -> most rows it may hold: now for engines already started, once ready for the others
         self.cap = {i: self._share(s) for i, s in enumerate(starts) if isinstance(s, dict)}
         self.progress, self.attempts = progress, attempts
+        self.reserved, self.replacing = set(), 0  # engines kept for rows tried apart; replacements being made
         self.room = None  # an asyncio.Condition, made in the event loop Ray Data runs us in
 
     def _share(self, size: dict) -> int:
@@ -83,7 +93,7 @@ class Dispatcher:
         try:
             size = await asyncio.wait_for(asyncio.wrap_future(s.future()), self.start_timeout_s)
         except asyncio.TimeoutError:
-            reason = f"engine {i} did not start within {self.start_timeout_s:g} s"
+            reason = f"engine {self.replica[i]} did not start within {self.start_timeout_s:g} s"
         except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
             reason = start_failure(e)
         else:
@@ -97,74 +107,136 @@ class Dispatcher:
 
 # %% ../nbs/03_batch_inference.ipynb #d1a00002
 @patch
-async def _acquire(self: Dispatcher, n: int) -> tuple[int, int]:
-    "A ready engine with room and how many of `n` rows it takes now (as many as fit): the one with the most room (of equals, the one handed fewest rows so far); waits for room; `EnginesDied` when no engine is left."
+async def _acquire(self: Dispatcher, n: int, alone: bool = False) -> tuple[int, int]:
+    "A ready engine with room and how many of `n` rows it takes now (as many as fit): the one with the most room (of equals, the one handed fewest rows so far); `alone`: an engine to these rows only (kept from other rows until what it holds is done). Waits for room; `EnginesDied` when no engine is left or coming."
+    mine = None  # alone: the engine kept for us
     async with self.room:
         while True:
-            if not self.engines:
+            if not self.engines and not self.replacing:
                 raise EnginesDied("every engine died")
-            room = {i: self.cap[i] - self.load[i] for i in self.engines if i in self.cap}
-            if room and max(room.values()) > 0:
+            room = {i: self.cap[i] - self.load[i] for i in self.engines if i in self.cap and i not in self.reserved}
+            if alone and mine not in self.engines:  # not chosen yet, or it died while we waited
+                self.reserved.discard(mine)
+                mine = min(room, key=lambda j: self.load[j], default=None)  # the emptiest: soonest free
+                if mine is not None:
+                    self.reserved.add(mine)
+            if alone and mine is not None and self.load[mine] == 0:
+                i, take = mine, min(n, self.cap[mine])
+            elif not alone and room and max(room.values()) > 0:
                 i = max(room, key=lambda j: (room[j], -self.sent[j]))
                 take = min(n, room[i])
-                self.load[i] += take
-                self.sent[i] += take
-                return i, take
-            await self.room.wait()
+            else:
+                await self.room.wait()
+                continue
+            self.load[i] += take
+            self.sent[i] += take
+            return i, take
 
 @patch
-async def _release(self: Dispatcher, i: int, n: int) -> None:
-    "Engine `i` holds `n` rows fewer: wake whoever waits for room."
+async def _release(self: Dispatcher, i: int, n: int, alone: bool = False) -> None:
+    "Engine `i` holds `n` rows fewer (`alone`: and is no longer kept apart): wake whoever waits for room."
     async with self.room:
         self.load[i] -= n
+        if alone:
+            self.reserved.discard(i)
         self.room.notify_all()
 
 @patch
 def _bury(self: Dispatcher, i: int, reason: str | None = None) -> None:
-    "Engine `i` died or never started: no more rows for it; kill what is left of it (a dead vLLM engine leaves a live actor)."
+    "Engine `i` died or never started: no more rows for it; kill what is left of it (a dead vLLM engine leaves a live actor); one that died while answering is replaced, up to `restarts` times per replica."
     handle = self.engines.pop(i, None)
-    if handle is not None:
-        ray.kill(handle)
+    if handle is None:  # buried already (several of its calls fail at once)
+        return
+    ray.kill(handle)
+    r = self.replica[i]
+    if self.progress is not None:
+        self.progress.died.remote(r, reason)
+    if reason == DIED and self.respawn is not None and self.restarts[r] < self.max_restarts:
+        self.restarts[r] += 1
+        self.replacing += 1
+        self.watchers.append(asyncio.ensure_future(self._replace(r)))
+
+@patch
+async def _replace(self: Dispatcher, r: int) -> None:
+    "A new engine for replica `r` under a new number, fed once it is ready (or buried, if it fails to start)."
+    i = None
+    try:
+        handle = await self.respawn(r, self.restarts[r], self.progress)
+        i = len(self.replica)
+        self.replica[i], self.engines[i], self.load[i], self.sent[i] = r, handle, 0, 0
+        self.starts[i] = handle.start.remote()
+    except ray.exceptions.RayError as e:  # its placement group or node is gone
         if self.progress is not None:
-            self.progress.died.remote(i, reason)
+            self.progress.died.remote(r, f"could not be replaced: {e}")
+    finally:
+        self.replacing -= 1
+        async with self.room:
+            self.room.notify_all()
+    if i is not None:
+        await self._started(i)
 
 # %% ../nbs/03_batch_inference.ipynb #d1a00004
 @patch
-async def _run(self: Dispatcher, i: int, rows: list[dict], idx: list[int], results: list, replicas: list) -> None:
-    "Rows `idx` of `rows` through engine `i`: each answer lands in `results`/`replicas` as it streams back and frees its slot at once; if the engine dies, the rows it had not answered stay None."
+async def _run(self: Dispatcher, i: int, rows: list[dict], idx: list[int], results: list, replicas: list,
+               alone: bool = False) -> bool:
+    "Rows `idx` of `rows` through engine `i`: each answer lands in `results`/`replicas` as it streams back and frees its slot at once. Whether the engine died meanwhile (the rows it had not answered stay None)."
     held, engine = len(idx), self.engines.get(i)
     try:
         if engine is None:  # buried since `_acquire` chose it: these rows go round again
-            return
+            return False
         async for ref in engine.stream.options(num_returns="streaming").remote([rows[k] for k in idx]):
             j, answer = await ref
-            results[idx[j]], replicas[idx[j]] = answer, i
+            results[idx[j]], replicas[idx[j]] = answer, self.replica[i]
             held -= 1
             await self._release(i, 1)
+        return False
     except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
         if not _engine_died(e):
             raise
         self._bury(i, DIED)
+        return True
     finally:
-        await self._release(i, held)
+        await self._release(i, held, alone)
 
 @patch
 async def _send(self: Dispatcher, rows: list[dict]) -> tuple[list[dict], list[int]]:
-    "Every row's result and the replica that answered it (-1: engines died on it `attempts` times: an error row). Rows go out as engines have room, so one batch may be split between engines."
-    results, replicas, tries = [None] * len(rows), [-1] * len(rows), [0] * len(rows)
-    pending = list(range(len(rows)))
+    "Every row's result and the replica that answered it (-1: an error row). Rows go out as engines have room, so one batch may be split between engines; rows that `attempts` engines died on are tried apart (`_isolate`)."
+    results, replicas, deaths = [None] * len(rows), [-1] * len(rows), [0] * len(rows)
+    pending, suspects = list(range(len(rows))), []
     while pending:
         runs = []
         while pending:  # hand the rows out as room appears
             i, take = await self._acquire(len(pending))
-            runs.append(asyncio.ensure_future(self._run(i, rows, pending[:take], results, replicas)))
+            runs.append((pending[:take], asyncio.ensure_future(self._run(i, rows, pending[:take], results, replicas))))
             pending = pending[take:]
-        await asyncio.gather(*runs)
-        for k in range(len(rows)):
-            tries[k] += results[k] is None
-        pending = [k for k in range(len(rows)) if results[k] is None and tries[k] < self.attempts]
-    died = dict(error=f"engine died: {self.attempts} engines died while answering this row")
-    return [r if r is not None else died for r in results], replicas
+        for idx, run in runs:
+            died = await run
+            for k in idx:
+                deaths[k] += died and results[k] is None
+        left = [k for k in range(len(rows)) if results[k] is None and k not in suspects]
+        suspects += [k for k in left if deaths[k] >= self.attempts]
+        pending = [k for k in left if deaths[k] < self.attempts]
+    await self._isolate(rows, suspects, results, replicas)
+    return results, replicas
+
+# %% ../nbs/03_batch_inference.ipynb #d1a00008
+@patch
+async def _isolate(self: Dispatcher, rows: list[dict], idx: list[int], results: list, replicas: list) -> None:
+    "Rows `idx` on an engine of their own; if it dies, halve the rows not answered and try each half apart, until the row that kills engines is alone: its result is an error row."
+    while idx:
+        i, take = await self._acquire(len(idx), alone=True)
+        group, idx = idx[:take], idx[take:]
+        died = await self._run(i, rows, group, results, replicas, alone=True)
+        left = [k for k in group if results[k] is None]
+        if left and not died:  # the engine was gone before the call: the same rows again
+            idx = left + idx
+        elif len(left) == 1:
+            results[left[0]] = dict(error=f"{KILLED_ENGINE}: an engine died each time this row was in flight, "
+                                          "the last time with no other row on it")
+        elif left:
+            half = len(left) // 2
+            await asyncio.gather(self._isolate(rows, left[:half], results, replicas),
+                                 self._isolate(rows, left[half:], results, replicas))
 
 # %% ../nbs/03_batch_inference.ipynb #d1a00006
 @patch
@@ -204,6 +276,7 @@ def answer(
     rows_in_flight: int | None = None,  # rows each engine may hold at once; None: twice its `max_num_seqs`
     progress=None,  # a `ProgressCounter`
     start_timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long each engine may take to be ready
+    restarts: int = ENGINE_RESTARTS,  # engines started in place of dead ones, per replica (needs `Engines`)
 ) -> ray.data.Dataset:
     "A Ray Data stream of `requests` with their answers: small batches through one `Dispatcher` that keeps every ready engine full."
     known = [s for s in starts if isinstance(s, dict)]
@@ -214,7 +287,32 @@ def answer(
                                       max_concurrent_calls_per_actor=in_flight)
     return ds.map_batches(Dispatcher, batch_size=bs, batch_format="pandas", num_cpus=0, compute=pool,
                           fn_constructor_kwargs=dict(engines=engines, starts=starts, rows_in_flight=rows_in_flight,
-                                                     progress=progress, start_timeout_s=start_timeout_s))
+                                                     progress=progress, start_timeout_s=start_timeout_s,
+                                                     restarts=restarts))
+
+# %% ../nbs/03_batch_inference.ipynb #r1a00002
+RETRIED_ON_RESUME = ("engine error",)  # error kinds a resume always runs again: vLLM failed the request, not the row
+
+def _request_sha(messages: str, sampling: str | None) -> str:
+    "A request's fingerprint: SHA-256 of its conversation and sampling (as `normalize_requests` wrote them), 16 hex digits."
+    return hashlib.sha256(json.dumps([messages, sampling]).encode()).hexdigest()[:16]
+
+def _todo(
+    requests: pd.DataFrame,  # this input's request rows, with `request_sha`
+    done: pd.DataFrame,  # what the output folder holds (`read_output`)
+    retry_failed: bool = False,  # also run again rows that failed for any reason
+) -> pd.DataFrame:
+    "The request rows this run must answer: new ids, rows whose earlier error a new try may fix, and rows whose request changed; with `earlier_error` (None for new ids)."
+    if not len(done):
+        return requests.assign(earlier_error=None)
+    prev = done.set_index("id")
+    err = prev["error"].where(prev["error"].notna(), None).reindex(requests["id"]).to_numpy()
+    sha = (prev["request_sha"] if "request_sha" in prev else pd.Series(None, index=prev.index, dtype=object)
+           ).reindex(requests["id"]).to_numpy()
+    new = ~requests["id"].isin(prev.index).to_numpy()
+    failed = pd.notna(err) & [retry_failed or _error_kind(e) in RETRIED_ON_RESUME for e in err]
+    changed = pd.notna(sha) & (sha != requests["request_sha"].to_numpy())
+    return requests[new | failed | changed].assign(earlier_error=err[new | failed | changed]).reset_index(drop=True)
 
 # %% ../nbs/03_batch_inference.ipynb #c8bac668
 def _cores(cores: list[int]) -> str:
@@ -245,14 +343,17 @@ class Summary:
     generation_s: float = 0.0  # from the first engine ready to the last row done
     generation_tokens_per_s: float = 0.0  # output tokens / generation_s: the engines' throughput
     replicas: dict = dataclasses.field(default_factory=dict)  # replica -> {"rows", "output_tokens"} this run
-    dead_engines: list = dataclasses.field(default_factory=list)  # replicas whose engine died during the run
+    dead_engines: list = dataclasses.field(default_factory=list)  # replicas whose engine died during the run (once per death)
+    replaced: dict = dataclasses.field(default_factory=dict)  # replica -> engines started in place of its dead ones
     start_failures: dict = dataclasses.field(default_factory=dict)  # replica -> why its engine never got ready
     engines: dict = dataclasses.field(default_factory=dict)  # replica -> {"node", "cores", "processes", "ready_at"} of each engine that started
     quarantined: list = dataclasses.field(default_factory=list)  # torn part files renamed `.torn` (their rows re-run)
+    rerun: int = 0  # rows of this run that were in the folder already: an earlier error, or a changed request
 
     def __str__(self) -> str:
         "What the CLI prints at the end of a job."
-        lines = [f"rows: {self.rows} in {self.output} ({self.new_rows} new, {self.skipped} already done)",
+        again = f", {self.rerun} of them run again" if self.rerun else ""
+        lines = [f"rows: {self.rows} in {self.output} ({self.new_rows} new{again}, {self.skipped} already done)",
                  f"failed: {self.failed}" + (f" {self.errors}" if self.errors else ""),
                  f"finish_reason: {self.finish_reasons}",
                  f"output tokens: {self.output_tokens} in {self.wall_s:.1f} s = {self.tokens_per_s:.1f} tokens/s (engine start included)",
@@ -267,7 +368,8 @@ class Summary:
         if self.start_failures:
             lines.append(f"engines that never started (the others did the work): {self.start_failures}")
         if self.dead_engines:
-            lines.append(f"engines died: {self.dead_engines} (their rows were answered by the others)")
+            lines.append(f"engines died: {self.dead_engines} (their rows were answered by the others)"
+                         + (f"; replaced: {self.replaced}" if self.replaced else ""))
         if self.quarantined:
             lines.append(f"torn part files set aside (their rows were run again): {self.quarantined}")
         if self.openai_output:
@@ -291,6 +393,7 @@ def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dic
         engine_start_s=start_s, generation_s=gen_s, generation_tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0,
         replicas={int(r): dict(rows=int(v["size"]), output_tokens=int(v["sum"])) for r, v in per.iterrows()} if len(per) else {},
         dead_engines=[i for i in (stats or {}).get("dead", []) if (stats or {}).get("errors", {}).get(i) == DIED],
+        replaced=dict((stats or {}).get("replaced", {})),
         start_failures={i: e for i, e in (stats or {}).get("errors", {}).items() if e != DIED},
         engines={i: dict(node=v.get("node", ""), cores=v.get("cores", []), processes=v.get("processes", []),
                          ready_at=stats["ready_at"][i]) for i, v in (stats or {}).get("engines", {}).items()})
@@ -327,12 +430,17 @@ def run_batch(
     verbose: bool = False,  # also show Ray's and vLLM's own logs (default: only the progress display and summary)
     engine_cls: type | None = None,  # the engine actor class; None: `EngineActor` (`EchoEngine` for drills)
     start_timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long each engine may take to start; a slower one is dropped
+    engine_restarts: int = ENGINE_RESTARTS,  # engines started in place of dead ones, per replica (0: never replace)
+    retry_failed: bool = False,  # on resume, run again every row that failed (`engine error` rows always are)
+    accept_changed_input: bool = False,  # resume although the input changed: rows whose request changed run again
+    accept_changed_settings: bool = False,  # resume although model, sampling or engine arguments changed
 ) -> Summary:
     "Answer every request of `input` with `replicas` vLLM engines of `tensor_parallel_size` devices each; write the results to `output`."
     t0 = t_engines = time.time()
     if output_format not in ("parquet", "jsonl"):
         raise ValueError(f"output_format must be 'parquet' or 'jsonl', got {output_format!r}")
     check_positive_int(batch_size, "batch_size")
+    check_positive_int(engine_restarts, "engine_restarts", least=0)
     if rows_in_flight is not None:
         check_positive_int(rows_in_flight, "rows_in_flight")
     requests, kind = normalize_requests(read_table(input))  # all input errors surface here, before Ray or engines
@@ -346,8 +454,13 @@ def run_batch(
     if device != "gpu":  # the planner is for GPUs; on CPU an unset layout is 1 x 1
         replicas, tensor_parallel_size = replicas or 1, tensor_parallel_size or 1
     model_name, stats, output = str(model) if model is not None else "tiny-chat", None, Path(output)
-    with claim_output(output, input_fingerprint(input), kind) as claim, contextlib.ExitStack() as stack:
-        todo = requests[~requests["id"].isin(set(read_output(output)["id"]))].reset_index(drop=True)
+    requests["request_sha"] = [_request_sha(m, s) for m, s in zip(requests["messages"], requests["sampling"])]
+    settings = dict(model=model_name, sampling=sampling,  # what shapes the answers (not `EchoEngine`'s drill options)
+                    engine_kwargs={k: v for k, v in (engine_kwargs or {}).items() if k != "echo"})
+    with claim_output(output, input_fingerprint(input), kind, accept_changed_input, settings,
+                      accept_changed_settings) as claim, contextlib.ExitStack() as stack:
+        done = read_output(output)
+        todo = _todo(requests, done, retry_failed)
         if len(todo):
             if model is None and engine_cls is None:
                 _say("preparing the embedded tiny model (built once per machine, about a minute)", progress)
@@ -373,7 +486,8 @@ def run_batch(
                                                         engine_kwargs, counter, engine_cls or EngineActor))
             starts = [e.start.remote() for e in engines]  # Ray Data spins up while the engines load
             with quiet_ray_data(not verbose):
-                results = answer(todo, engines, starts, batch_size, rows_in_flight, counter, start_timeout_s)
+                results = answer(todo, engines, starts, batch_size, rows_in_flight, counter, start_timeout_s,
+                                 engine_restarts)
                 write = results.write_parquet if output_format == "parquet" else results.write_json
                 try:
                     write(str(output), filename_provider=part_filename_provider(claim.run_id, output_format))
@@ -387,6 +501,7 @@ def run_batch(
         final = read_output(output)  # inside the claim: only the owner may set torn parts aside
     summary = _summarize(final, todo, len(requests) - len(todo), stats, t0, t_engines, output)
     summary.quarantined = [p.name for p in quarantined(output)]
+    summary.rerun = int(todo["id"].isin(set(done["id"])).sum())
     if kind == "openai":
         summary.openai_output = str(write_openai_output(final, output / "openai_batch_output.jsonl", model_name))
     if summary_plot:

@@ -32,10 +32,16 @@ class ProgressCounter:
         self.dead: list[int] = []
         self.errors: dict[int, str] = {}  # replica -> why its engine failed to start or died
         self.engines: dict[int, dict] = {}  # replica -> what its engine reported when ready (node, processes, cores)
+        self.retired: list[dict] = []  # what the engines that were replaced reported (their leftovers are killed at the end)
+        self.replaced: dict[int, int] = {}  # replica -> engines started in place of a dead one
         self.last_done: float | None = None
     def ready(self, replica: int, t: float, info: dict | None = None) -> None:
-        "Engine `replica` finished starting at time `t`; `info`: what it reported."
-        self.ready_at[replica] = t
+        "Engine `replica` finished starting at time `t`; `info`: what it reported. A second engine of a replica replaces the first."
+        if replica in self.engines:
+            self.retired.append(self.engines[replica])
+            self.replaced[replica] = self.replaced.get(replica, 0) + 1
+        else:
+            self.ready_at[replica] = t  # the first engine of each replica: when rows could first flow to it
         self.engines[replica] = info or {}
     def add(self, replica: int, rows: int, tokens: int, t: float) -> None:
         "Engine `replica` answered `rows` rows with `tokens` output tokens, the last at time `t`."
@@ -50,7 +56,7 @@ class ProgressCounter:
     def get(self) -> dict:
         "Everything reported so far."
         return dict(ready_at=self.ready_at, rows=self.rows, tokens=self.tokens, dead=self.dead, errors=self.errors,
-                    engines=self.engines, last_done=self.last_done)
+                    engines=self.engines, retired=self.retired, replaced=self.replaced, last_done=self.last_done)
 
 # %% ../nbs/03c_progress.ipynb #09c5ff36
 def _tqdm():
@@ -86,7 +92,7 @@ def progress_loop(
             bar.close()
             bar, starting = tqdm(total=total, desc="generating", unit="row", dynamic_ncols=True), False
         done, end = sum(s["rows"]), (s["last_done"] if final and s["last_done"] else time.time())
-        shares = " ".join(f"r{i} {r / max(done, 1):.0%}" + (" dead" if i in s["dead"] else "")
+        shares = " ".join(f"r{i} {r / max(done, 1):.0%}" + (" dead" if s["dead"].count(i) > s["replaced"].get(i, 0) else "")
                           for i, r in enumerate(s["rows"]))
         bar.n = done
         bar.set_postfix_str(f"{sum(s['tokens']) / max(end - min(ready, default=t0), 1e-9):.0f} tok/s | {shares}",

@@ -321,7 +321,7 @@ def test_all_engines_dead_stops_clearly_and_resumes(tmp_path):
     init_ray(num_cpus=4)
     try:
         with pytest.raises(EnginesDied, match="every engine died.*re-run the same command to resume"):
-            run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
+            run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False, engine_restarts=0,
                       engine_kwargs=dict(echo=dict(die_after={0: 0, 1: 0})))
         _assert_all_released(4)
     finally:
@@ -330,15 +330,69 @@ def test_all_engines_dead_stops_clearly_and_resumes(tmp_path):
     assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
 
 
-def test_twice_dead_rows_become_error_rows(tmp_path):
+def test_a_dead_engine_is_replaced(tmp_path):
+    "One engine, which dies after 10 rows: its replacement (same placement group) answers the rest; none left over."
     inp, ids = _echo_input(tmp_path)
-    s = run_batch(inp, tmp_path / "o", replicas=3, engine_cls=EchoEngine, progress=False, batch_size=40,
-                  engine_kwargs=dict(echo=dict(die_after={0: 0, 1: 0})))
+    s = run_batch(inp, tmp_path / "o", replicas=1, engine_cls=EchoEngine, progress=False,
+                  engine_kwargs=dict(echo=dict(token_s=0.01, die_after={0: 10})))
     out = read_output(tmp_path / "o")
-    assert sorted(out["id"]) == ids and s.dead_engines != []
-    dead = out[out["error"].notna()]
-    assert set(dead["error"]) <= {"engine died: 2 engines died while answering this row"}
-    assert len(dead) + (out["replica"] == 2).sum() == 40
+    assert sorted(out["id"]) == ids and s.failed == 0
+    assert (s.dead_engines, s.replaced, set(out["replica"])) == ([0], {0: 1}, {0})
+    _assert_no_ray_left()
+    with pytest.raises(ValueError, match="engine_restarts must be an integer >= 0, got -1"):
+        run_batch(inp, tmp_path / "o2", engine_cls=EchoEngine, engine_restarts=-1, progress=False)
+
+
+def test_a_poison_row_is_isolated_and_its_neighbours_answered(tmp_path):
+    "A row that kills every engine it reaches: tried apart until alone, it becomes that row's error; the other 39 are answered."
+    rows = [{"id": f"p{i:02d}", "messages": [{"role": "user", "content": " ".join(["w"] * (3 + i % 7) + ["POISON"] * (i == 17))}]}
+            for i in range(40)]
+    inp = _write_jsonl(tmp_path / "poison.jsonl", rows)
+    s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False, rows_in_flight=4, batch_size=4,
+                  engine_kwargs=dict(echo=dict(token_s=0.01, poison="POISON")))
+    out = read_output(tmp_path / "o").set_index("id")
+    assert sorted(out.index) == [r["id"] for r in rows] and (s.failed, s.errors) == (1, {"killed the engine": 1})
+    assert out.loc["p17", "error"].startswith("killed the engine: an engine died each time this row was in flight")
+    good = out.drop(index="p17")
+    assert good["error"].isna().all() and (good["output_tokens"] == [3 + int(i[1:]) % 7 for i in good.index]).all()
+    assert len(s.dead_engines) >= 3 and sum(s.replaced.values()) >= 1  # 2 deaths among others, then at least one alone
+
+
+def test_resume_runs_again_what_a_new_try_may_fix(tmp_path):
+    "An `engine error` row runs again on resume (its earlier error kept); `killed the engine` rows only with retry_failed."
+    inp, ids = _echo_input(tmp_path, n=10)
+    rows = [json.loads(l) for l in inp.read_text().splitlines()]
+    rows[3]["messages"][0]["content"] += " FLAKY"
+    _write_jsonl(inp, rows)
+    first = run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=dict(echo=dict(flaky="FLAKY")))
+    assert (first.failed, first.errors) == (1, {"engine error": 1})
+    again = run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO)
+    out = read_output(tmp_path / "o").set_index("id")
+    assert (again.new_rows, again.rerun, again.skipped, again.failed) == (1, 1, 9, 0)
+    assert out.loc["e03", "error"] is None and out.loc["e03", "earlier_error"].startswith("engine error: ")
+    assert sorted(out.index) == ids and out.attrs["duplicate_ids"] == 1  # the old error row is superseded
+
+
+def test_a_fixed_input_row_runs_again_and_changed_settings_are_refused(tmp_path):
+    from ray_vllm_tutorial.outputs import OutputFolderError
+    inp, ids = _echo_input(tmp_path, n=10)
+    rows = [json.loads(l) for l in inp.read_text().splitlines()]
+    rows[5]["messages"][0]["role"] = "robot"
+    _write_jsonl(inp, rows)
+    first = run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO)
+    assert first.errors == {"unknown role": 1}
+    rows[5]["messages"][0]["role"] = "user"  # the user fixes the bad line
+    _write_jsonl(inp, rows)
+    with pytest.raises(OutputFolderError, match=r"accept_changed_input=True \(--accept-changed-input\)"):
+        run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO)
+    fixed = run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO,
+                      accept_changed_input=True)
+    assert (fixed.new_rows, fixed.rerun, fixed.skipped, fixed.failed) == (1, 1, 9, 0)
+    with pytest.raises(OutputFolderError, match=r"other settings \(sampling: .*max_tokens.*accept_changed_settings=True"):
+        run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO, sampling=dict(max_tokens=4))
+    manifest = json.loads((tmp_path / "o" / MANIFEST_NAME).read_text())
+    assert manifest["settings"] == dict(model="tiny-chat", sampling=dict(max_tokens=256, temperature=0.0), engine_kwargs={})
+    assert [r["status"] for r in manifest["runs"]] == ["done", "done"]  # a refused resume records no run
 
 
 def test_ctrl_c_removes_placement_groups(tmp_path):
