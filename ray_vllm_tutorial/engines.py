@@ -24,7 +24,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from .chat import cpu_thread_binding, engine_kwargs as vllm_engine_kwargs, parse_outputs
 from .cluster import tp_placement_group
-from .inputs import row_sampling
+from .inputs import row_sampling, template_messages
+from .outputs import openai_logprobs
 
 # %% auto #0
 __all__ = ['WARM_UP', 'WARM_UP_MAX_TOKENS', 'ECHO_SIZES', 'ECHO_TOKEN_S', 'SHUTDOWN_TIMEOUT_S', 'PLACEMENT_TIMEOUT_S',
@@ -124,6 +125,7 @@ class EngineActor:
 
     def _prompt(self, messages: list) -> list[int]:
         "The conversation through the model's chat template, as token ids; ValueError if no room is left to answer."
+        messages = template_messages(messages, getattr(self.tok, "chat_template", None))  # developer -> system?
         text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = self.tok(text, add_special_tokens=False)["input_ids"]
         if len(ids) >= self.max_len:
@@ -155,8 +157,10 @@ class EngineActor:
             return dict(error=str(e) if str(e).startswith("prompt too long") else f"bad request: {e}")
         except Exception as e:  # e.g. a chat template that rejects the conversation (roles out of order)
             return dict(error=f"generation failed: {type(e).__name__}: {e}")
-        return {k: v[0] for k, v in parse_outputs([out], all_samples=True).items()} | dict(
-            started_at=started, finished_at=time.time(), error=None)
+        cols = {k: v[0] for k, v in parse_outputs([out], all_samples=True).items()}
+        if params.logprobs is not None:  # asked for (OpenAI's logprobs): one per sample, in OpenAI's shape
+            cols["logprobs"] = json.dumps([openai_logprobs(c, params.logprobs, self.tok) for c in out.outputs])
+        return cols | dict(started_at=started, finished_at=time.time(), error=None)
 
     async def generate(self, rows: list[dict]) -> list[dict]:
         "Answer `rows` (dicts with `messages`, `sampling`, `error`) all at once; results in the same order."

@@ -26,8 +26,9 @@ class InputError(ValueError):
     "The input cannot be used at all (missing, unreadable, no usable column, repeated ids): raised before any engine starts; the CLI exits 2."
 
 # %% auto #0
-__all__ = ['VALID_ROLES', 'PER_ROW_SAMPLING', 'OPENAI_URL', 'OPENAI_SAMPLING', 'OPENAI_IGNORED', 'OPENAI_NEUTRAL', 'InputError',
-           'read_table', 'row_sampling', 'normalize_requests']
+__all__ = ['VALID_ROLES', 'PER_ROW_SAMPLING', 'OPENAI_URL', 'OPENAI_SAMPLING', 'OPENAI_HONOURED', 'OPENAI_IGNORED',
+           'OPENAI_NEUTRAL', 'OPENAI_MAX_TOP_LOGPROBS', 'InputError', 'read_table', 'template_messages', 'row_sampling',
+           'normalize_requests']
 
 # %% ../nbs/03a_inputs.ipynb #d115d881
 def _jsonable(v: Any) -> Any:
@@ -121,7 +122,7 @@ def read_table(path: str | os.PathLike, # a .jsonl (.ndjson, .json), .parquet or
     return df
 
 # %% ../nbs/03a_inputs.ipynb #16c28454
-VALID_ROLES = {"system", "user", "assistant", "tool"}
+VALID_ROLES = {"system", "developer", "user", "assistant", "tool"}  # developer: OpenAI's newer name for system
 
 def _as_messages(value: Any) -> Any:
     "Messages as plain Python lists/dicts (JSON strings and Arrow/numpy arrays included); anything else as given."
@@ -136,6 +137,22 @@ def _as_messages(value: Any) -> Any:
     return value
 
 # %% ../nbs/03a_inputs.ipynb #d8ffed0a
+def _content_text(content: Any, # a message's content: a string, or a list of content parts
+                  i: int, # the message's position in the conversation, for the error
+                 ) -> tuple[str | None, str | None]:
+    "The content as text (a string as given; text parts joined with newlines, as vLLM's OpenAI server joins them), and what is wrong with it."
+    if isinstance(content, str):
+        return content, None
+    if not isinstance(content, list) or not content:
+        return None, f"malformed messages: content of message {i} is not a string or a list of text parts"
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" and isinstance(kind, str):
+            return None, f"unsupported content part: message {i} part {j} is of type {kind!r} (only 'text' parts)"
+        if kind != "text" or not isinstance(part.get("text"), str):
+            return None, f"malformed messages: message {i} part {j} is not a {{type: 'text', text}} object"
+    return "\n".join(p["text"] for p in content), None
+
 def _validate_messages(messages: Any) -> str | None:
     "None when `messages` (as `_as_messages` returns it) is a usable conversation, else what is wrong with it."
     if isinstance(messages, str):  # `_as_messages` left it a string: it was not JSON
@@ -147,11 +164,26 @@ def _validate_messages(messages: Any) -> str | None:
             return f"malformed messages: message {i} is not a {{role, content}} object"
         if m["role"] not in VALID_ROLES:
             return f"unknown role: {m['role']!r} in message {i} (allowed: {sorted(VALID_ROLES)})"
-        if not isinstance(m["content"], str):
-            return f"malformed messages: content of message {i} is not a string"
-        if not m["content"].strip():
+        text, err = _content_text(m["content"], i)
+        if err:
+            return err
+        if not text.strip():
             return f"empty content: message {i}"
     return None
+
+def _as_text(messages: list, # a conversation `_validate_messages` accepts
+            ) -> list:
+    "The conversation with every content as text (its text parts joined)."
+    return [{**m, "content": _content_text(m["content"], i)[0]} for i, m in enumerate(messages)]
+
+# %% ../nbs/03a_inputs.ipynb #b7d1e002
+def template_messages(messages: list, # a conversation from the request table
+                      chat_template: str | None, # the model's chat template (Jinja source); None: not known
+                     ) -> list:
+    "The conversation as the model's chat template takes it: `developer` messages become `system` ones unless the template names the `developer` role."
+    if chat_template and "developer" in chat_template:
+        return messages
+    return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]
 
 # %% ../nbs/03a_inputs.ipynb #b5020d65
 PER_ROW_SAMPLING = {"max_tokens": "integer", "temperature": "number", "top_p": "number", "n": "integer",
@@ -160,7 +192,9 @@ PER_ROW_SAMPLING = {"max_tokens": "integer", "temperature": "number", "top_p": "
 _IS_TYPE = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
             "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
             "string or list of strings": lambda v: isinstance(v, str) or (
-                isinstance(v, list) and all(isinstance(s, str) for s in v))}
+                isinstance(v, list) and all(isinstance(s, str) for s in v)),
+            "object of token ids to numbers": lambda v: isinstance(v, dict) and all(  # OpenAI's logit_bias
+                str(k).isdigit() and _IS_TYPE["number"](b) for k, b in v.items())}
 
 def _typed(value: Any, # a field's value as the input gave it
            kind: str, # its JSON type, a key of `_IS_TYPE`
@@ -176,13 +210,20 @@ def _typed(value: Any, # a field's value as the input gave it
     return value
 
 # %% ../nbs/03a_inputs.ipynb #7c3e4536
+def _vllm_kwargs(fields: dict, # sampling fields as the request table holds them (JSON: token ids as text)
+                ) -> dict:
+    "The fields as `SamplingParams` takes them: a `logit_bias` keyed by integer token ids, each bias clamped to ±100 as vLLM's OpenAI server clamps it."
+    if not fields.get("logit_bias"):
+        return fields
+    return {**fields, "logit_bias": {int(k): min(100.0, max(-100.0, float(b))) for k, b in fields["logit_bias"].items()}}
+
 @functools.lru_cache(maxsize=4096)  # rows mostly repeat a few settings: each is checked once
 def _vllm_rejects_json(fields_json: str) -> str | None:
     "None when vLLM's `SamplingParams` accepts these fields (JSON), else its reason as a row error (`bad max_tokens: ...`)."
     from vllm import SamplingParams  # lazy: only a job with per-row fields pays for importing vLLM here
     fields = json.loads(fields_json)
     try:
-        SamplingParams(**fields)
+        SamplingParams(**_vllm_kwargs(fields))
     except Exception as e:  # vLLM raises ValueError, TypeError or its own VLLMValidationError
         msg = str(e.args[0] if e.args else e).rstrip(".")
         field = next((f for f in fields if msg.startswith(f + " ")), None)
@@ -212,14 +253,23 @@ def row_sampling(defaults: dict, # the job's sampling settings (`SamplingParams`
                  sampling_json: str | None, # a request's `sampling` column: JSON of its overrides, or None
                 ) -> dict:
     "The keyword arguments of this row's `SamplingParams`: the job's defaults, overridden by the row's own fields."
-    return {**defaults, **(json.loads(sampling_json) if isinstance(sampling_json, str) else {})}
+    return _vllm_kwargs({**defaults, **(json.loads(sampling_json) if isinstance(sampling_json, str) else {})})
 
 # %% ../nbs/03a_inputs.ipynb #dda6f800
 OPENAI_URL = "/v1/chat/completions"
-OPENAI_SAMPLING = {**PER_ROW_SAMPLING, "presence_penalty": "number", "frequency_penalty": "number"}  # honoured
+OPENAI_SAMPLING = {**PER_ROW_SAMPLING, "presence_penalty": "number", "frequency_penalty": "number",
+                   "logit_bias": "object of token ids to numbers",
+                   "logprobs": "integer"}  # what an OpenAI row's `sampling` may hold: SamplingParams field -> JSON type
+OPENAI_HONOURED = {  # body field -> what it becomes
+    "messages": "the conversation (developer role, text parts)",
+    **{f: f"SamplingParams({f}=...)" for f in OPENAI_SAMPLING if f != "logprobs"},
+    "max_completion_tokens": "SamplingParams(max_tokens=...)",
+    "logprobs": "true: SamplingParams(logprobs=top_logprobs), answered in choices[i].logprobs",
+    "top_logprobs": "alternatives per token, 0 to 20 (needs logprobs: true)"}
 OPENAI_IGNORED = {"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls", "stream_options",
                   "prompt_cache_key", "safety_identifier"}  # change nothing about the answer (model: one per job)
-OPENAI_NEUTRAL = {"stream": False, "logprobs": False}  # these values ask for nothing: taken as absent
+OPENAI_NEUTRAL = {"stream": False}  # a value that asks for nothing: taken as absent
+OPENAI_MAX_TOP_LOGPROBS = 20  # OpenAI's limit, and vLLM's default `max_logprobs`
 
 # %% ../nbs/03a_inputs.ipynb #13db5dd8
 def _openai_body(row: dict, # one input row: custom_id, method, url, body
@@ -246,17 +296,39 @@ def _openai_body(row: dict, # one input row: custom_id, method, url, body
     return body, None
 
 # %% ../nbs/03a_inputs.ipynb #1a8185c8
-def _openai_fields(body: dict) -> tuple[Any, dict, str | None]:
-    "A Chat Completions body -> (messages, its sampling fields, the row's error for a field this job cannot honour)."
+def _openai_logprobs(body: dict, # a Chat Completions request body
+                    ) -> tuple[int | None, str | None]:
+    "vLLM's `logprobs` for OpenAI's `logprobs` and `top_logprobs` (None: not asked for), and the row's error."
+    want, top = body.get("logprobs", False), body.get("top_logprobs")
+    if not isinstance(want, bool):
+        return None, f"bad logprobs: must be a boolean, got {want!r}"
+    if top is not None:
+        try:
+            top = _typed(top, "integer")
+        except ValueError as e:
+            return None, f"bad top_logprobs: {e}"
+        if not 0 <= top <= OPENAI_MAX_TOP_LOGPROBS:
+            return None, f"bad top_logprobs: must be from 0 to {OPENAI_MAX_TOP_LOGPROBS}, got {top}"
+        if top and not want:
+            return None, "bad top_logprobs: needs logprobs: true"
+    return (top or 0) if want else None, None
+
+def _openai_fields(body: dict, # a Chat Completions request body
+                  ) -> tuple[Any, dict, str | None]:
+    "A Chat Completions body -> (messages, its sampling fields by their `SamplingParams` names, the row's error for a field this job cannot honour)."
     body = {k: v for k, v in body.items() if v is not None and OPENAI_NEUTRAL.get(k, ...) is not v}
+    unsupported = sorted(set(body) - set(OPENAI_HONOURED) - OPENAI_IGNORED)
+    if unsupported:
+        return None, {}, f"unsupported field: {', '.join('body.' + f for f in unsupported)} (this job cannot honour it)"
     if "max_completion_tokens" in body:  # the newer name of max_tokens
         mct = body.pop("max_completion_tokens")
         if body.setdefault("max_tokens", mct) != mct:
             return None, {}, "malformed OpenAI request: max_tokens and max_completion_tokens differ"
-    unsupported = sorted(set(body) - {"messages"} - set(OPENAI_SAMPLING) - OPENAI_IGNORED)
-    if unsupported:
-        return None, {}, f"unsupported field: {', '.join('body.' + f for f in unsupported)} (this job cannot honour it)"
-    return body.get("messages"), {k: body[k] for k in OPENAI_SAMPLING if k in body}, None
+    logprobs, err = _openai_logprobs(body)
+    if err:
+        return None, {}, err
+    fields = {k: body[k] for k in OPENAI_SAMPLING if k in body and k != "logprobs"}
+    return body.get("messages"), fields | ({} if logprobs is None else {"logprobs": logprobs}), None
 
 # %% ../nbs/03a_inputs.ipynb #170d5491
 def _given_id(value: Any) -> tuple[str | None, str | None]:
@@ -295,7 +367,7 @@ def _kind(columns: list) -> str:
 def _request(kind: str, # 'openai', 'messages' or 'prompt'
              row: dict, # one input row
             ) -> tuple[Any, dict | None, str | None]:
-    "One input row -> (its conversation, its sampling overrides, its error)."
+    "One input row -> (its conversation with content as text, its sampling overrides, its error)."
     if isinstance(row.get("_parse_error"), str):  # a JSONL line we could not read
         return row.get("_raw"), None, row["_parse_error"]
     if kind == "openai":
@@ -311,7 +383,8 @@ def _request(kind: str, # 'openai', 'messages' or 'prompt'
         given, err, types = {k: row[k] for k in PER_ROW_SAMPLING if k in row}, None, PER_ROW_SAMPLING
     msgs = _as_messages(msgs)
     sampling, sampling_err = _row_sampling_fields(given, types)
-    return msgs, sampling, err or _validate_messages(msgs) or sampling_err
+    msgs_err = _validate_messages(msgs)
+    return msgs if msgs_err else _as_text(msgs), sampling, err or msgs_err or sampling_err
 
 # %% ../nbs/03a_inputs.ipynb #0bea4f7d
 def _unique_or_raise(ids: list[str], # one id per row

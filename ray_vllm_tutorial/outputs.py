@@ -30,7 +30,7 @@ from . import __version__
 # %% auto #0
 __all__ = ['RESULT_COLUMNS', 'PART_PREFIX', 'PART_SUFFIXES', 'TORN_SUFFIX', 'LOCK_NAME', 'MANIFEST_NAME', 'OutputFolderError',
            'new_run_id', 'part_filename_provider', 'is_part_file', 'part_files', 'quarantined', 'read_output',
-           'input_fingerprint', 'claim_output', 'OutputClaim', 'write_openai_output']
+           'input_fingerprint', 'claim_output', 'OutputClaim', 'openai_logprobs', 'write_openai_output']
 
 # %% ../nbs/03b_output_folder.ipynb #02edd339
 RESULT_COLUMNS = ["id", "generated_text", "finish_reason", "prompt_tokens", "output_tokens", "error"]
@@ -343,12 +343,46 @@ def _plain(v: Any) -> Any:
     "numpy values and arrays as plain Python, for `json.dumps`."
     return v.tolist() if hasattr(v, "tolist") else str(v)
 
+# %% ../nbs/03b_output_folder.ipynb #c8e2f001
+def _token_logprob(token_id: int, # the token
+                   lp: Any, # vLLM's `Logprob` for it: `logprob`, `rank`, `decoded_token`
+                   tokenizer: Any = None, # decodes the token when vLLM did not
+                  ) -> dict:
+    "One token in OpenAI's shape: `token` text, `logprob` (at least -9999, as vLLM's server writes it) and its UTF-8 `bytes`."
+    text = lp.decoded_token if lp.decoded_token is not None else (
+        tokenizer.decode([token_id]) if tokenizer is not None else f"token_id:{token_id}")
+    return {"token": text, "logprob": max(float(lp.logprob), -9999.0), "bytes": list(text.encode("utf-8", errors="replace"))}
+
+def openai_logprobs(completion: Any, # one sample of a vLLM `RequestOutput` (`CompletionOutput`), made with `logprobs=top`
+                    top: int, # alternatives per token (OpenAI's `top_logprobs`); -1: all vLLM returned
+                    tokenizer: Any = None, # decodes a token vLLM did not decode
+                   ) -> dict:
+    "A sample's log-probabilities as OpenAI's `choices[i].logprobs`: each generated token with its `top` most likely alternatives, by rank."
+    content = []
+    for tid, step in zip(completion.token_ids, completion.logprobs or []):
+        alts = sorted(((t, lp) for t, lp in step.items() if lp.rank is not None and (top < 0 or lp.rank <= top)),
+                      key=lambda a: a[1].rank)  # vLLM adds the chosen token to the top ones, whatever its rank
+        content.append({**_token_logprob(tid, step[tid], tokenizer),
+                        "top_logprobs": [_token_logprob(t, lp, tokenizer) for t, lp in alts]})
+    return {"content": content, "refusal": None}
+
 # %% ../nbs/03b_output_folder.ipynb #dad705e0
 def _listed(v: Any) -> list | None:
     return list(v) if hasattr(v, "__len__") and not isinstance(v, (str, dict)) else None
 
-def _openai_response(row: dict, model: str) -> dict:
-    "One line of the OpenAI Batch API output format for a result row."
+def _number(v: Any) -> float | None:
+    "A number, or None for a missing one (None, NaN)."
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v else None
+
+def _openai_response(row: dict, # one result row (`read_output`)
+                     model: str, # the model name reported in the body
+                     created: int, # Unix time for a row that does not say when it ran
+                    ) -> dict:
+    "One line of the OpenAI Batch API output format for a result row; its body is a Chat Completions response."
     rid = f"batch_req_{uuid.uuid5(uuid.NAMESPACE_OID, str(row['id'])).hex[:24]}"
     err = row.get("error")
     if err is not None and not (isinstance(err, float) and err != err):
@@ -356,13 +390,16 @@ def _openai_response(row: dict, model: str) -> dict:
                 "error": {"code": _error_kind(err).replace(" ", "_"), "message": str(err)}}
     texts = _listed(row.get("generated_texts")) or [row.get("generated_text")]
     reasons = _listed(row.get("finish_reasons")) or []
-    choices = [{"index": i, "message": {"role": "assistant", "content": t},
-                "finish_reason": reasons[i] if len(reasons) > i else row.get("finish_reason"), "logprobs": None}
-               for i, t in enumerate(texts)]
+    lps = json.loads(row["logprobs"]) if isinstance(row.get("logprobs"), str) else []  # one per choice, when asked
+    choices = [{"index": i, "message": {"role": "assistant", "content": t, "refusal": None},
+                "finish_reason": reasons[i] if len(reasons) > i else row.get("finish_reason"),
+                "logprobs": lps[i] if len(lps) > i else None} for i, t in enumerate(texts)]
     p, c = _count(row.get("prompt_tokens")), _count(row.get("output_tokens"))
+    started = _number(row.get("started_at"))
     return {"id": rid, "custom_id": str(row["id"]), "error": None,
             "response": {"status_code": 200, "request_id": rid,
-                         "body": {"id": f"chatcmpl-{rid[10:]}", "object": "chat.completion", "model": model,
+                         "body": {"id": f"chatcmpl-{rid[10:]}", "object": "chat.completion",
+                                  "created": int(started) if started is not None else created, "model": model,
                                   "choices": choices,
                                   "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}}}
 
@@ -373,11 +410,11 @@ def write_openai_output(
     model: str,  # the model name reported in each response
 ) -> Path:
     "Write result rows as OpenAI Batch API output JSONL (input order), one line per `custom_id`."
-    path = Path(path)
+    path, now = Path(path), int(time.time())
     rows = (results.sort_values("input_row") if "input_row" in results.columns else results).to_dict("records")
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps(_openai_response(r, model), default=_plain) + "\n")
+            f.write(json.dumps(_openai_response(r, model, now), default=_plain) + "\n")
     tmp.replace(path)
     return path

@@ -39,7 +39,7 @@ from .progress import ProgressCounter, plot_summary, progress_loop, quiet_ray_da
 
 # what an engine adds to each row: sample 0, every sample (n > 1), token counts, error, when it ran
 ANSWER_COLUMNS = ["generated_text", "finish_reason", "generated_texts", "finish_reasons", "prompt_tokens",
-                  "output_tokens", "error", "started_at", "finished_at"]
+                  "output_tokens", "logprobs", "error", "started_at", "finished_at"]  # logprobs: JSON, when asked for
 DEFAULT_SAMPLING = dict(max_tokens=256, temperature=0.0)
 DEFAULT_BATCH_SIZE = 32  # rows per hand-off to an engine: small, so the dispatcher can balance the engines
 DIED = "died while answering"  # how the dispatcher records an engine that died mid-job (a start failure says more)

@@ -94,7 +94,7 @@ def test_openai_fields_honoured_or_rejected(tmp_path):
         _oa("get", {"messages": HI}, method="GET"),
         _oa("tools", {"messages": HI, "tools": [{"type": "function"}]}),
         _oa("fmt", {"messages": HI, "response_format": {"type": "json_object"}}),
-        _oa("logprobs", {"messages": HI, "logprobs": True}),
+        _oa("logprobs", {"messages": HI, "logprobs": True}),  # issue 25: honoured (was unsupported)
         _oa("both", {"messages": HI, "max_tokens": 3, "max_completion_tokens": 4}),
         _oa("badmax", {"messages": HI, "max_tokens": -3})]))
     assert reqs["error"][0] is None
@@ -105,7 +105,7 @@ def test_openai_fields_honoured_or_rejected(tmp_path):
     assert e["get"] == "unsupported method: 'GET' (only POST)"
     assert e["tools"].startswith("unsupported field: body.tools")
     assert e["fmt"].startswith("unsupported field: body.response_format")
-    assert e["logprobs"].startswith("unsupported field: body.logprobs")
+    assert e["logprobs"] is None and json.loads(reqs["sampling"][5]) == {"logprobs": 0}
     assert e["both"] == "malformed OpenAI request: max_tokens and max_completion_tokens differ"
     assert e["badmax"] == "bad max_tokens: must be at least 1, got -3"
 
@@ -188,3 +188,39 @@ def test_bad_messages_are_row_errors():
     reqs, kind = normalize_requests(df)
     errs = [None if e is None else e.split(":")[0] for e in reqs["error"]]
     assert kind == "messages" and errs == [None, "unknown role", "empty content"] + ["malformed messages"] * 4
+
+
+def test_openai_inputs_as_the_official_client_writes_them(tmp_path):
+    # issue 25: `developer` was 'unknown role', text parts 'content of message 0 is not a string', logprobs/top_logprobs
+    # and logit_bias 'unsupported field'
+    parts = [{"type": "text", "text": "what is"}, {"type": "text", "text": "Ray?"}]
+    reqs, _ = _load(_jsonl(tmp_path / "b.jsonl", [
+        _oa("dev", {"messages": [{"role": "developer", "content": "be brief"}, *HI]}),
+        _oa("parts", {"messages": [{"role": "user", "content": parts}]}),
+        _oa("lp", {"messages": HI, "logprobs": True, "top_logprobs": 5, "n": 2, "logit_bias": {"50": -100},
+                   "presence_penalty": 0.1, "frequency_penalty": 0.2, "max_completion_tokens": 4}),
+        _oa("image", {"messages": [{"role": "user", "content": [parts[0], {"type": "image_url", "image_url": {}}]}]}),
+        _oa("top-only", {"messages": HI, "top_logprobs": 2}),
+        _oa("top-big", {"messages": HI, "logprobs": True, "top_logprobs": 21}),
+        _oa("bias-word", {"messages": HI, "logit_bias": {"the": 5}}),
+        _oa("audio", {"messages": HI, "modalities": ["audio"]})]))
+    e = dict(zip(reqs["id"], reqs["error"]))
+    assert [e["dev"], e["parts"], e["lp"]] == [None, None, None]
+    assert json.loads(reqs["messages"][0])[0] == {"role": "developer", "content": "be brief"}  # mapped by the engine
+    assert json.loads(reqs["messages"][1]) == [{"role": "user", "content": "what is\nRay?"}]
+    assert json.loads(reqs["sampling"][2]) == {"logprobs": 5, "n": 2, "logit_bias": {"50": -100}, "presence_penalty": 0.1,
+                                               "frequency_penalty": 0.2, "max_tokens": 4}
+    assert row_sampling({}, reqs["sampling"][2])["logit_bias"] == {50: -100.0}
+    assert e["image"] == "unsupported content part: message 0 part 1 is of type 'image_url' (only 'text' parts)"
+    assert e["top-only"] == "bad top_logprobs: needs logprobs: true"
+    assert e["top-big"] == "bad top_logprobs: must be from 0 to 20, got 21"
+    assert e["bias-word"].startswith("bad logit_bias: must be an object of token ids to numbers")
+    assert e["audio"] == "unsupported field: body.modalities (this job cannot honour it)"
+
+
+def test_template_messages_maps_developer_only_for_templates_without_it():
+    from ray_vllm_tutorial.inputs import template_messages
+    from ray_vllm_tutorial.models import CHAT_TEMPLATE
+    dev = [{"role": "developer", "content": "x"}, *HI]
+    assert [m["role"] for m in template_messages(dev, CHAT_TEMPLATE)] == ["system", "user"]
+    assert template_messages(dev, "{{ 'developer' }}") == dev

@@ -301,3 +301,23 @@ def test_openai_output_survives_missing_numbers_and_error_rows(tmp_path):
 def test_error_kind_accepts_any_value():
     assert outputs._error_kind("prompt too long: 9 tokens") == "prompt too long"
     assert outputs._error_kind({"code": "x", "message": "y"})  # old: AttributeError on a dict
+
+
+def test_openai_output_lines_validate_with_the_official_client(tmp_path):
+    # issue 25: no body had `created` (a required field of ChatCompletion), so the official type rejected every line
+    from openai.types.chat import ChatCompletion
+    lp = {"content": [{"token": " a", "logprob": -0.5, "bytes": [32, 97],
+                       "top_logprobs": [{"token": " a", "logprob": -0.5, "bytes": [32, 97]}]}], "refusal": None}
+    res = pd.DataFrame({"id": ["one", "two", "bad"], "input_row": [0, 1, 2],
+                        "generated_text": ["a", "b", None], "finish_reason": ["stop", "length", None],
+                        "generated_texts": [["a"], ["b", "c"], None], "finish_reasons": [["stop"], ["length", "stop"], None],
+                        "prompt_tokens": [3, 4, 0], "output_tokens": [1, 2, 0],
+                        "logprobs": [json.dumps([lp]), None, None], "started_at": [1_750_000_000.5, float("nan"), None],
+                        "error": [None, None, "unsupported field: body.tools (this job cannot honour it)"]})
+    lines = [json.loads(l) for l in write_openai_output(res, tmp_path / "o.jsonl", "tiny-chat").read_text().splitlines()]
+    bodies = [ChatCompletion.model_validate(l["response"]["body"]) for l in lines[:2]]
+    assert bodies[0].created == 1_750_000_000 and bodies[1].created > 1_750_000_000  # no start time: when written
+    assert bodies[0].choices[0].logprobs.content[0].token == " a" and bodies[1].choices[0].logprobs is None
+    assert [(c.index, c.message.content, c.finish_reason) for c in bodies[1].choices] == [(0, "b", "length"), (1, "c", "stop")]
+    assert all(set(l) == {"id", "custom_id", "response", "error"} for l in lines)
+    assert lines[2]["response"] is None and lines[2]["error"]["code"] == "unsupported_field"
