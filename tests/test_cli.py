@@ -114,3 +114,37 @@ def test_the_console_script_points_at_cli_main():
     from pathlib import Path
     meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert meta["project"]["scripts"]["ray-vllm-batch"] == "ray_vllm_tutorial.cli:main"
+
+
+def _echo_file(tmp_path, n=12):
+    import json
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"c{i}", "messages": [{"role": "user", "content": "a b c"}]}) + "\n"
+                           for i in range(n)))
+    return inp
+
+
+def test_the_command_runs_in_a_process_of_its_own(tmp_path):
+    "The installed console script, as a user runs it: a dry run answers every row (exit 0), a resume has nothing left, bad input exits 2."
+    import subprocess
+    import sys
+    from pathlib import Path
+    from ray_vllm_tutorial.outputs import read_output
+    exe, inp, out = str(Path(sys.executable).with_name("ray-vllm-batch")), _echo_file(tmp_path), tmp_path / "out"
+    first = subprocess.run([exe, str(inp), str(out), "--dry-run"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "rows: 12 in" in first.stdout and sorted(read_output(out)["id"]) == sorted(f"c{i}" for i in range(12))
+    again = subprocess.run([exe, str(inp), str(out), "--dry-run"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "(0 new, 12 already done)" in again.stdout, again.stdout + again.stderr[-2000:]
+    bad = subprocess.run([exe, str(tmp_path / "missing.jsonl"), str(out)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "input file not found" in bad.stderr
+
+
+def test_main_leaves_its_caller_as_it_was(tmp_path):
+    "In the caller's own process: the environment, vLLM's logger level and the open file descriptors are as before."
+    import logging
+    import os
+    env, level, fds = dict(os.environ), logging.getLogger("vllm").level, len(os.listdir("/proc/self/fd"))
+    assert cli.main([str(_echo_file(tmp_path)), str(tmp_path / "out"), "--dry-run"]) == 0
+    assert dict(os.environ) == env and logging.getLogger("vllm").level == level
+    assert len(os.listdir("/proc/self/fd")) <= fds
