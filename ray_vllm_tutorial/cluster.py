@@ -19,9 +19,9 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
 # %% auto #0
-__all__ = ['Device', 'init_ray', 'local_cluster', 'check_positive_int', 'tp_bundles', 'tp_placement_group',
-           'placement_group_scope', 'placement_groups', 'draw_cluster', 'demo', 'demo_cli', 'cluster_gpus',
-           'reap_on_exit']
+__all__ = ['Device', 'GPU_PROBE_TIMEOUT_S', 'init_ray', 'local_cluster', 'check_positive_int', 'tp_bundles', 'tp_placement_group',
+           'placement_group_scope', 'placement_groups', 'draw_cluster', 'demo', 'demo_cli', 'cluster_device',
+           'cluster_gpus', 'reap_on_exit']
 
 # %% ../nbs/00_ray_core.ipynb #f25812dd
 def init_ray(
@@ -235,16 +235,25 @@ def demo_cli() -> None:
         print(f"{k}: {v}")
 
 # %% ../nbs/00_ray_core.ipynb #2d3d8a58
+GPU_PROBE_TIMEOUT_S = 120  # how long the GPU-memory probe may wait for a free GPU and import torch
+
+@ray.remote(num_gpus=1, num_cpus=0, max_calls=1)
+def _gpu_memory_gb() -> float | None:
+    "On a GPU node, in a process of its own: the memory of the GPU Ray gave this task (GiB); None if torch sees none."
+    import torch
+    return torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else None
+
+def cluster_device() -> str:
+    "'gpu' when the running Ray cluster has GPUs on any node (the driver's own machine may have none), else 'cpu'."
+    return "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
 def cluster_gpus() -> dict:
-    "GPUs of the running Ray cluster: per node, in all, most on one node, and memory per GPU (GiB) as torch sees it here (None when this process sees no GPU)."
+    "GPUs of the running Ray cluster: per node, in all, most on one node, and memory per GPU (GiB) as a task on a GPU node reads it (None without GPUs, or when no GPU is free within `GPU_PROBE_TIMEOUT_S`)."
     nodes = [int(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n["Alive"]]
     mem = None
-    try:
-        import torch
-        if torch.cuda.is_available():
-            mem = torch.cuda.get_device_properties(0).total_memory / 2**30
-    except ImportError:
-        pass
+    if sum(nodes):
+        with contextlib.suppress(ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+            mem = ray.get(_gpu_memory_gb.remote(), timeout=GPU_PROBE_TIMEOUT_S)
     return dict(nodes=nodes, n_gpus=sum(nodes), gpus_per_node=max(nodes, default=0), gpu_memory_gb=mem)
 
 # %% ../nbs/00_ray_core.ipynb #9f79946d

@@ -24,6 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from .chat import cpu_thread_binding, engine_kwargs as vllm_engine_kwargs, parse_outputs
 from .cluster import tp_placement_group
+from .models import resolve_model
 from .inputs import row_sampling, template_messages
 from .outputs import openai_logprobs
 
@@ -106,6 +107,7 @@ class EngineActor:
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
         model, tp, device, extra = self.args
+        model = resolve_model(model)  # "tiny-chat": the embedded model, built on this engine's node if missing there
         self.final = RequestOutputKind.FINAL_ONLY  # one output per request, not one per token
         try:  # what vLLM raises for a request it refuses: VLLMClientError from vLLM 0.3x, a ValueError before
             from vllm.exceptions import VLLMClientError
@@ -157,7 +159,7 @@ class EngineActor:
             return dict(error=str(e) if str(e).startswith("prompt too long") else f"bad request: {e}")
         except Exception as e:  # e.g. a chat template that rejects the conversation (roles out of order)
             return dict(error=f"generation failed: {type(e).__name__}: {e}")
-        cols = {k: v[0] for k, v in parse_outputs([out], all_samples=True).items()}
+        cols = {k: v[0] for k, v in parse_outputs([out], all_samples=len(out.outputs) > 1).items()}
         if params.logprobs is not None:  # asked for (OpenAI's logprobs): one per sample, in OpenAI's shape
             cols["logprobs"] = json.dumps([openai_logprobs(c, params.logprobs, self.tok) for c in out.outputs])
         return cols | dict(started_at=started, finished_at=time.time(), error=None)
@@ -218,8 +220,7 @@ class EchoEngine:
         n = min(len(words), row_sampling(self.sampling, row.get("sampling"))["max_tokens"])
         await asyncio.sleep(3600 if self.hang else n * self.token_s)
         return dict(generated_text=" ".join(words[:n]), finish_reason="length" if n < len(words) else "stop",
-                    prompt_tokens=len(words), output_tokens=n, generated_texts=[" ".join(words[:n])],
-                    finish_reasons=["stop"], started_at=started, finished_at=time.time(), error=None)
+                    prompt_tokens=len(words), output_tokens=n, started_at=started, finished_at=time.time(), error=None)
 
     def _count(self, rows: list[dict]) -> None:
         "Count the rows asked for; the actor exits (like a crashed engine) once more than `die_after` were."

@@ -27,8 +27,8 @@ class InputError(ValueError):
 
 # %% auto #0
 __all__ = ['VALID_ROLES', 'PER_ROW_SAMPLING', 'OPENAI_URL', 'OPENAI_SAMPLING', 'OPENAI_HONOURED', 'OPENAI_IGNORED',
-           'OPENAI_NEUTRAL', 'OPENAI_MAX_TOP_LOGPROBS', 'InputError', 'read_table', 'template_messages', 'row_sampling',
-           'normalize_requests']
+           'OPENAI_NEUTRAL', 'OPENAI_MAX_TOP_LOGPROBS', 'JOB_COLUMNS', 'InputError', 'read_table', 'template_messages',
+           'row_sampling', 'normalize_requests']
 
 # %% ../nbs/03a_inputs.ipynb #d115d881
 def _jsonable(v: Any) -> Any:
@@ -402,6 +402,10 @@ def _unique_or_raise(ids: list[str], # one id per row
                      + (f" and {len(dup) - 5} more" if len(dup) > 5 else ""))
 
 # %% ../nbs/03a_inputs.ipynb #d3d0ed66
+JOB_COLUMNS = {"id", "messages", "sampling", "error", "input_row", "custom_id",  # the request table's
+               "generated_text", "finish_reason", "generated_texts", "finish_reasons", "prompt_tokens", "output_tokens",
+               "logprobs", "started_at", "finished_at", "replica", "request_sha", "earlier_error"}  # what the job adds
+
 def _canonical(msgs: Any, sampling: dict | None) -> str:
     "A request's canonical JSON (keys sorted, no spaces): what a derived id is made from."
     return json.dumps({"messages": msgs, "sampling": sampling}, sort_keys=True, separators=(",", ":"),
@@ -432,9 +436,12 @@ def normalize_requests(df: pd.DataFrame, # an input table, as `read_table` retur
         "sampling": pd.Series([None if s is None else json.dumps(s) for _, s, _ in reqs], dtype=object),
         "error": pd.Series([id_err or err for (_, id_err), (_, _, err) in zip(given, reqs)], dtype=object),
         "input_row": range(len(rows))})
-    used = {"id", "messages", "custom_id"} | (set(PER_ROW_SAMPLING) if kind != "openai" else set())
-    for c in sorted(set(cols) - used):  # the input's own columns ride along
-        out[c if c not in out else f"input_{c}"] = pd.Series(_rides_along(list(df[c])), dtype=object)
+    used = {"custom_id"} if kind == "openai" else {"id", "messages"} | set(PER_ROW_SAMPLING)
+    renamed, taken = {}, JOB_COLUMNS - ({"custom_id"} if kind != "openai" else set())  # names the job writes
+    for c in sorted(set(cols) - used):  # the input's own columns ride along, never under a name the job writes
+        name = renamed.setdefault(c, f"input_{c}") if c in taken else c
+        out[name] = pd.Series(_rides_along(list(df[c])), dtype=object)
     if kind == "openai":
         out["custom_id"] = out["id"]
+    out.attrs["renamed"] = renamed  # input column -> its name in the results (the job says so)
     return out, kind

@@ -22,16 +22,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import ray
 from fastcore.basics import patch
 
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from .chat import detect_device
-from .cluster import check_positive_int, init_ray, reap_on_exit
+from .cluster import check_positive_int, cluster_device, init_ray, reap_on_exit
 from .engines import (ENGINE_START_TIMEOUT_S, EngineActor, EnginesDied, _engine_died, engines_scope,
                       start_failure)
 from .inputs import normalize_requests, read_table
-from .models import resolve_model
+from .models import TINY_MODEL, resolve_model
 from .outputs import (_error_kind, claim_output, input_fingerprint, part_filename_provider, quarantined,
                       read_output, write_openai_output)
 from .planner import check_resources, planned_layout
@@ -304,15 +307,16 @@ def _todo(
 ) -> pd.DataFrame:
     "The request rows this run must answer: new ids, rows whose earlier error a new try may fix, and rows whose request changed; with `earlier_error` (None for new ids)."
     if not len(done):
-        return requests.assign(earlier_error=None)
+        return requests.assign(earlier_error=pd.Series([None] * len(requests), dtype=object, index=requests.index))
     prev = done.set_index("id")
-    err = prev["error"].where(prev["error"].notna(), None).reindex(requests["id"]).to_numpy()
-    sha = (prev["request_sha"] if "request_sha" in prev else pd.Series(None, index=prev.index, dtype=object)
-           ).reindex(requests["id"]).to_numpy()
+    err = [e if isinstance(e, str) else None for e in prev["error"].reindex(requests["id"])]  # None: answered, or new
+    sha = prev["request_sha"].reindex(requests["id"]) if "request_sha" in prev else pd.Series(None, index=requests["id"])
     new = ~requests["id"].isin(prev.index).to_numpy()
-    failed = pd.notna(err) & [retry_failed or _error_kind(e) in RETRIED_ON_RESUME for e in err]
-    changed = pd.notna(sha) & (sha != requests["request_sha"].to_numpy())
-    return requests[new | failed | changed].assign(earlier_error=err[new | failed | changed]).reset_index(drop=True)
+    failed = np.array([e is not None and (retry_failed or _error_kind(e) in RETRIED_ON_RESUME) for e in err], dtype=bool)
+    changed = (sha.notna() & (sha.to_numpy() != requests["request_sha"].to_numpy())).to_numpy()
+    todo = new | failed | changed
+    earlier = pd.Series([e for e, t in zip(err, todo) if t], dtype=object)  # object: None stays None
+    return requests[todo].reset_index(drop=True).assign(earlier_error=earlier)
 
 # %% ../nbs/03_batch_inference.ipynb #c8bac668
 def _cores(cores: list[int]) -> str:
@@ -349,6 +353,7 @@ class Summary:
     engines: dict = dataclasses.field(default_factory=dict)  # replica -> {"node", "cores", "processes", "ready_at"} of each engine that started
     quarantined: list = dataclasses.field(default_factory=list)  # torn part files renamed `.torn` (their rows re-run)
     rerun: int = 0  # rows of this run that were in the folder already: an earlier error, or a changed request
+    renamed: dict = dataclasses.field(default_factory=dict)  # input column -> its name in the results (the job writes the first)
 
     def __str__(self) -> str:
         "What the CLI prints at the end of a job."
@@ -372,6 +377,8 @@ class Summary:
                          + (f"; replaced: {self.replaced}" if self.replaced else ""))
         if self.quarantined:
             lines.append(f"torn part files set aside (their rows were run again): {self.quarantined}")
+        if self.renamed:
+            lines.append(f"input columns renamed (the job writes these names): {self.renamed}")
         if self.openai_output:
             lines.append(f"OpenAI batch output: {self.openai_output}")
         return "\n".join(lines)
@@ -407,6 +414,11 @@ def _raise_if_none_started(stats: dict) -> None:
         raise RuntimeError(next(iter(errors.values())))
     raise RuntimeError("no engine started: " + "; ".join(f"engine {i}: {e}" for i, e in sorted(errors.items())))
 
+def _on_this_node() -> dict:
+    "Ray task options that run a task on the driver's node, without taking a CPU there (writing results is light)."
+    node = ray.get_runtime_context().get_node_id()
+    return dict(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+
 def _say(msg: str, show: bool) -> None:
     if show:
         print(msg, file=sys.stderr, flush=True)
@@ -422,7 +434,7 @@ def run_batch(
     batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine: small, so the engines stay balanced
     rows_in_flight: int | None = None,  # rows each engine holds at once; None: twice its max_num_seqs
     address: str | None = None,  # an existing Ray cluster ("auto", "ray://..."); None: a private local one
-    device: Literal["auto", "gpu", "cpu"] = "auto",  # where the engines run; "auto": gpu when this machine has one
+    device: Literal["auto", "gpu", "cpu"] = "auto",  # where the engines run; "auto": gpu when the cluster has GPUs
     output_format: Literal["parquet", "jsonl"] = "parquet",  # the format of the result files
     engine_kwargs: dict | None = None,  # more vLLM engine arguments (max_model_len, load_format, max_num_seqs, ...)
     progress: bool = True,  # show engine start, then rows, tokens/s and each replica's share
@@ -450,8 +462,9 @@ def run_batch(
         SamplingParams(**sampling)
     except Exception as e:
         raise ValueError(f"bad sampling parameters {sampling}: {e}") from e
-    device = detect_device() if device == "auto" else device
-    if device != "gpu":  # the planner is for GPUs; on CPU an unset layout is 1 x 1
+    if device == "auto" and address is None:  # a private Ray: this machine is the cluster
+        device = detect_device()
+    if device == "cpu":  # the planner is for GPUs; on CPU an unset layout is 1 x 1
         replicas, tensor_parallel_size = replicas or 1, tensor_parallel_size or 1
     model_name, stats, output = str(model) if model is not None else "tiny-chat", None, Path(output)
     requests["request_sha"] = [_request_sha(m, s) for m, s in zip(requests["messages"], requests["sampling"])]
@@ -464,7 +477,7 @@ def run_batch(
         if len(todo):
             if model is None and engine_cls is None:
                 _say("preparing the embedded tiny model (built once per machine, about a minute)", progress)
-                model = resolve_model(model)
+                resolve_model(model)  # here once; an engine on another node builds its own copy
             if not ray.is_initialized():
                 n_cpus = replicas * tensor_parallel_size + 2 if device == "cpu" else None  # logical: ranks + I/O
                 init_ray(address, num_cpus=n_cpus, log_to_driver=verbose,  # engines log a lot: hidden unless asked
@@ -472,6 +485,7 @@ def run_batch(
                 stack.callback(ray.shutdown)
                 if address is None:  # our private Ray dies with us, even on SIGKILL
                     stack.callback(reap_on_exit().kill)  # a clean exit stops the watchdog first
+            device = cluster_device() if device == "auto" else device  # joined a cluster: its GPUs, not ours
             if replicas is None or tensor_parallel_size is None:
                 replicas, tensor_parallel_size = planned_layout(model, device, replicas, tensor_parallel_size)
             check_resources(replicas, tensor_parallel_size, device)
@@ -482,7 +496,7 @@ def run_batch(
                 stack.callback(bar.join, 10)
             stack.callback(stop.set)
             t_engines = time.time()
-            engines = stack.enter_context(engines_scope(replicas, tensor_parallel_size, device, model, sampling,
+            engines = stack.enter_context(engines_scope(replicas, tensor_parallel_size, device, model or TINY_MODEL, sampling,
                                                         engine_kwargs, counter, engine_cls or EngineActor))
             starts = [e.start.remote() for e in engines]  # Ray Data spins up while the engines load
             with quiet_ray_data(not verbose):
@@ -490,7 +504,8 @@ def run_batch(
                                  engine_restarts)
                 write = results.write_parquet if output_format == "parquet" else results.write_json
                 try:
-                    write(str(output), filename_provider=part_filename_provider(claim.run_id, output_format))
+                    write(str(output), filename_provider=part_filename_provider(claim.run_id, output_format),
+                          ray_remote_args=_on_this_node())  # a local folder: every part on this machine
                 except Exception as e:  # Ray Data wraps what the dispatcher raised
                     if "EnginesDied" not in f"{type(e).__name__} {e}":
                         raise
@@ -501,6 +516,7 @@ def run_batch(
         final = read_output(output)  # inside the claim: only the owner may set torn parts aside
     summary = _summarize(final, todo, len(requests) - len(todo), stats, t0, t_engines, output)
     summary.quarantined = [p.name for p in quarantined(output)]
+    summary.renamed = requests.attrs.get("renamed", {})
     summary.rerun = int(todo["id"].isin(set(done["id"])).sum())
     if kind == "openai":
         summary.openai_output = str(write_openai_output(final, output / "openai_batch_output.jsonl", model_name))

@@ -256,7 +256,7 @@ def planned_layout(
     g, tp = cluster_gpus(), tensor_parallel_size
     if tp is None:
         if g["gpu_memory_gb"] is None:
-            raise RuntimeError("cannot plan a layout: this process sees no GPU to read its memory from; "
+            raise RuntimeError("cannot plan a layout: no GPU of the cluster answered the memory probe; "
                                "pass tensor_parallel_size (and replicas)")
         tp = plan_for(model, None, g["nodes"], g["gpu_memory_gb"])["tensor_parallel_size"]
     return replicas or max(1, engines_that_fit(g["nodes"], tp)), tp

@@ -224,3 +224,13 @@ def test_template_messages_maps_developer_only_for_templates_without_it():
     dev = [{"role": "developer", "content": "x"}, *HI]
     assert [m["role"] for m in template_messages(dev, CHAT_TEMPLATE)] == ["system", "user"]
     assert template_messages(dev, "{{ 'developer' }}") == dev
+
+
+def test_the_inputs_own_columns_are_kept_never_overwritten(tmp_path):
+    "A messages file's custom_id is kept; its own columns named like the job's (a reference answer in generated_text, a replica) ride along renamed."
+    reqs, kind = _load(_jsonl(tmp_path / "own.jsonl", [
+        {"custom_id": "c-1", "messages": [{"role": "user", "content": "hi"}], "generated_text": "a reference", "replica": 9}]))
+    assert kind == "messages" and reqs["custom_id"][0] == "c-1"
+    assert (reqs["input_generated_text"][0], reqs["input_replica"][0]) == ("a reference", 9)
+    assert reqs.attrs["renamed"] == {"generated_text": "input_generated_text", "replica": "input_replica"}
+    assert "generated_text" not in reqs and "replica" not in reqs  # left for the job's own answer
