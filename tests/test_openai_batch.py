@@ -1,7 +1,7 @@
 "OpenAI Batch round trip on the real CPU engine, every output line read with the official `openai` package's types (issue 25)."
 import json
 
-import pytest
+import ray
 from openai.types.chat import ChatCompletion
 
 from ray_vllm_tutorial.models import CHAT_TEMPLATE, resolve_model, tiny_corpus
@@ -33,6 +33,7 @@ ROWS = [
                  "temperature": 0}),
     _oa("image", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "cat.png"}}]}]}),
     _oa("tools", {"messages": _q(5), "tools": [{"type": "function", "function": {"name": "f"}}]}),
+    _oa("empty", {"messages": [{"role": "user", "content": ""}]}),
 ]
 
 
@@ -65,10 +66,11 @@ def test_openai_batch_file_read_by_the_official_client(tmp_path):
     inp = tmp_path / "batch.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     s = run_batch(inp, tmp_path / "o", device="cpu", progress=False)
+    assert not ray.is_initialized()  # run_batch started its own Ray, so it shut it down (with its placement groups)
     got = _read(s.openai_output)
     assert list(got) == [r["custom_id"] for r in ROWS]  # every line, in input order
     ok = {k: v for k, v in got.items() if isinstance(v, ChatCompletion)}
-    assert set(got) - set(ok) == {"image", "tools"}
+    assert set(got) - set(ok) == {"image", "tools", "empty"}
     for r in ok.values():
         assert r.object == "chat.completion" and r.created > 1_700_000_000 and r.model == "tiny-chat"
         assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
@@ -101,3 +103,4 @@ def test_openai_batch_file_read_by_the_official_client(tmp_path):
                             "message": "unsupported content part: message 0 part 0 is of type 'image_url' (only 'text' parts)"}
     assert got["tools"] == {"code": "unsupported_field",
                             "message": "unsupported field: body.tools (this job cannot honour it)"}
+    assert got["empty"]["code"] == "empty_content"

@@ -11,27 +11,15 @@ import pandas as pd
 import pytest
 import ray
 
-from ray_vllm_tutorial.models import tiny_corpus
-from ray_vllm_tutorial.cluster import init_ray, placement_groups
+from ray_vllm_tutorial.cluster import init_ray
 from ray_vllm_tutorial.inputs import InputError, normalize_requests
 from ray_vllm_tutorial.outputs import MANIFEST_NAME, read_output
-from ray_vllm_tutorial.engines import EchoEngine, EnginesDied
+from ray_vllm_tutorial.engines import EchoEngine
 from ray_vllm_tutorial.pipeline import run_batch
 
+from jobs import _assert_all_released, _echo_input, _messages, _write_jsonl
+
 SMALL = dict(max_tokens=8)
-
-
-def _messages(i):
-    return [{"role": "user", "content": tiny_corpus()[i]}]
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _ids(out):
-    return sorted(read_output(out)["id"])
 
 
 def _kill_tree(proc, sig):
@@ -75,16 +63,6 @@ def _assert_no_ray_left():
     assert not ray.is_initialized()  # run_batch started Ray, so it shut it down (with its placement groups)
 
 
-def _assert_all_released(cpus: int, within: float = 20.0):
-    "No live placement group and all `cpus` free again: Ray releases them asynchronously, so wait up to `within` s."
-    deadline = time.monotonic() + within
-    while True:
-        live, free = placement_groups(), ray.available_resources().get("CPU")
-        if (live == [] and free == cpus) or time.monotonic() > deadline: break
-        time.sleep(0.5)
-    assert live == [] and free == cpus, (live, free)
-
-
 def test_input_errors_before_any_engine(tmp_path):
     with pytest.raises(InputError, match="input file not found"):
         run_batch(tmp_path / "missing.jsonl", tmp_path / "o")
@@ -113,61 +91,27 @@ def test_bad_rows_are_reported_per_row():
     assert errs == [None, "unknown role", "empty content", "malformed messages", "malformed messages", "malformed messages"]
 
 
-def test_formats_and_bad_rows_end_to_end(tmp_path):
-    """JSONL (messages, mixed with bad rows), Parquet (prompt) and CSV (prompt, generated ids) in one Ray session."""
+def test_bad_rows_end_to_end_on_the_real_engine(tmp_path):
+    """JSONL messages mixed with bad rows, on the tiny model: the good rows answered within max_tokens, each bad one
+    its error (a prompt longer than the engine's context is found by the engine); JSONL result files."""
     good = [{"id": f"g{i}", "messages": _messages(i), "tag": i} for i in range(5)]
     bad = [{"id": "role", "messages": [{"role": "robot", "content": "x"}]},
            {"id": "empty", "messages": [{"role": "user", "content": " "}]},
            {"id": "long", "messages": [{"role": "user", "content": "the engine " * 1200}]}]
     jl = _write_jsonl(tmp_path / "in.jsonl", good + bad)
-    pd.DataFrame({"id": [f"p{i}" for i in range(7)], "prompt": tiny_corpus()[:7]}).to_parquet(tmp_path / "in.parquet")
-    pd.DataFrame({"prompt": tiny_corpus()[10:14], "lang": ["en"] * 4}).to_csv(tmp_path / "in.csv", index=False)
-    from ray_vllm_tutorial.cluster import init_ray
-    init_ray(num_cpus=3)
-    try:
-        s = run_batch(jl, tmp_path / "o1", sampling=SMALL, progress=False, output_format="jsonl")
-        assert (s.rows, s.failed) == (8, 3)
-        assert s.errors == {"unknown role": 1, "empty content": 1, "prompt too long": 1}
-        r = read_output(tmp_path / "o1").set_index("id")
-        assert sorted(r.index) == sorted(x["id"] for x in good + bad)
-        assert r.loc["long", "error"].startswith("prompt too long: ") and pd.isna(r.loc["long", "generated_text"])
-        assert set(r.loc[[f"g{i}" for i in range(5)], "finish_reason"]) <= {"stop", "length"}
-        assert r.loc["g3", "tag"] == 3 and (r.loc[[f"g{i}" for i in range(5)], "output_tokens"] <= 8).all()
-        assert list((tmp_path / "o1").glob("rvt-part-*.jsonl")), "jsonl output parts expected"
-
-        s = run_batch(tmp_path / "in.parquet", tmp_path / "o2", sampling=SMALL, progress=False)
-        assert (s.rows, s.failed) == (7, 0) and _ids(tmp_path / "o2") == [f"p{i}" for i in range(7)]
-        s = run_batch(tmp_path / "in.csv", tmp_path / "o3", sampling=SMALL, progress=False)
-        r3 = read_output(tmp_path / "o3")
-        assert r3["id"].nunique() == 4 and set(r3["lang"]) == {"en"}  # ids derived from each row's content
-        assert sorted(r3["prompt"]) == sorted(tiny_corpus()[10:14])
-        assert ray.util.placement_group_table() == {} or all(
-            v["state"] == "REMOVED" for v in ray.util.placement_group_table().values())
-    finally:
-        ray.shutdown()
-
-
-def test_openai_batch_round_trip(tmp_path):
-    reqs = [{"custom_id": f"task-{i}", "method": "POST", "url": "/v1/chat/completions",
-             "body": {"model": "x", "messages": _messages(i), "max_tokens": 2 + i, "temperature": 0}} for i in range(4)]
-    reqs.append({"custom_id": "broken", "method": "POST", "url": "/v1/chat/completions",
-                 "body": {"messages": [{"role": "user", "content": ""}]}})
-    s = run_batch(_write_jsonl(tmp_path / "batch.jsonl", reqs), tmp_path / "o", progress=False)
-    _assert_no_ray_left()
-    lines = [json.loads(x) for x in open(s.openai_output)]
-    assert [x["custom_id"] for x in lines] == [r["custom_id"] for r in reqs]
-    for i, x in enumerate(lines[:4]):
-        body = x["response"]["body"]
-        assert x["error"] is None and x["response"]["status_code"] == 200
-        assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
-        assert body["usage"]["completion_tokens"] <= 2 + i
-        assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
-        assert body["choices"][0]["finish_reason"] in ("stop", "length")
-    assert lines[4]["response"] is None and lines[4]["error"]["code"] == "empty_content"
+    s = run_batch(jl, tmp_path / "o1", sampling=SMALL, progress=False, output_format="jsonl", device="cpu")
+    assert (s.rows, s.failed) == (8, 3)
+    assert s.errors == {"unknown role": 1, "empty content": 1, "prompt too long": 1}
+    r = read_output(tmp_path / "o1").set_index("id")
+    assert sorted(r.index) == sorted(x["id"] for x in good + bad)
+    assert r.loc["long", "error"].startswith("prompt too long: ") and pd.isna(r.loc["long", "generated_text"])
+    assert set(r.loc[[f"g{i}" for i in range(5)], "finish_reason"]) <= {"stop", "length"}
+    assert r.loc["g3", "tag"] == 3 and (r.loc[[f"g{i}" for i in range(5)], "output_tokens"] <= 8).all()
+    assert list((tmp_path / "o1").glob("rvt-part-*.jsonl")), "jsonl output parts expected"
+    assert not ray.is_initialized()  # its private Ray stopped, with its placement groups
 
 
 def test_placement_groups_removed_after_failure(tmp_path):
-    from ray_vllm_tutorial.cluster import init_ray
     init_ray(num_cpus=3)
     try:
         with pytest.raises(RuntimeError, match="an engine failed to start"):
@@ -185,24 +129,36 @@ def test_not_enough_resources_is_clear(tmp_path):
     _assert_no_ray_left()
 
 
-def test_resume_after_kill(tmp_path):
-    """Kill a running CLI job for real, re-run it, and get every id exactly once."""
+def test_killed_then_interrupted_then_resumed(tmp_path):
+    """A real CLI job on the tiny model, stopped twice as users stop jobs, then re-run: SIGKILL of the job's whole
+    process group (nothing of ours runs), then Ctrl-C (SIGINT to the group, as a terminal sends it: exit 130 and a
+    resume hint), then a re-run that finishes: every id exactly once, no line on stderr."""
     rows = [{"id": f"k{i:03d}", "messages": _messages(i)} for i in range(240)]
     inp = _write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
     cmd = _cli(inp, out, "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress")
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    t0 = time.time()
-    while time.time() - t0 < 300 and len(list(out.glob("*.parquet"))) < 3:
-        time.sleep(0.2)
-    _kill_tree(proc, signal.SIGKILL)  # the driver and everything it started (Ray, engines)
-    partial = read_output(out)
-    assert 0 < len(partial) < len(rows), len(partial)  # killed halfway
+
+    def start_and_wait_for(parts: int):
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        t0 = time.time()
+        while time.time() - t0 < 300 and len(list(out.glob("*.parquet"))) < parts:
+            time.sleep(0.2)
+        return proc
+
+    _kill_tree(start_and_wait_for(3), signal.SIGKILL)  # the driver and everything it started (Ray, engines)
+    killed = len(read_output(out))
+    assert 0 < killed < len(rows), killed
+    proc = start_and_wait_for(len(list(out.glob("*.parquet"))) + 2)
+    err = _ctrl_c(proc)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted; placement groups removed. Re-run the same command to resume." in err
+    done = len(read_output(out))
+    assert killed < done < len(rows), (killed, done)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr == ""  # no Ray or vLLM line (not even Ray's C++ core) without --verbose
-    assert "already done" in r.stdout
+    assert f"{done} already done" in r.stdout
     final = read_output(out)
     assert sorted(final["id"]) == [x["id"] for x in rows]  # each id exactly once
     assert final["error"].isna().all()
@@ -221,235 +177,6 @@ def test_cli_failure_names_the_native_log(tmp_path):
         assert log.name.startswith("ray-vllm-batch-") and log.stat().st_size > 0
     finally:
         log.unlink(missing_ok=True)
-
-
-def test_ctrl_c_exits_130_and_resumes(tmp_path):
-    """Ctrl-C (SIGINT to the job's process group, as a terminal sends it) ends with 130 and a resume hint; the re-run
-    finishes the job with every id exactly once."""
-    rows = [{"id": f"c{i:03d}", "messages": _messages(i)} for i in range(160)]
-    inp = _write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
-    cmd = _cli(inp, out, "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress")
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    t0 = time.time()
-    while time.time() - t0 < 300 and not list(out.glob("*.parquet")):
-        time.sleep(0.2)
-    err = _ctrl_c(proc)
-    assert proc.returncode == 130, err[-3000:]
-    assert "interrupted; placement groups removed. Re-run the same command to resume." in err
-    done = len(read_output(out))
-    assert 0 < done < len(rows), done
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"{done} already done" in r.stdout
-    final = read_output(out)
-    assert sorted(final["id"]) == [x["id"] for x in rows]
-
-
-def test_progress_bar_shows_the_final_count(capsys):
-    """A job that finishes between two looks of the bar still ends at rows/total with its real tokens/s."""
-    import threading
-    from ray_vllm_tutorial.cluster import init_ray
-    from ray_vllm_tutorial.progress import ProgressCounter, progress_loop
-    init_ray(num_cpus=1)
-    try:
-        counter = ProgressCounter.remote(1)
-        stop = threading.Event()
-        ray.get(counter.ready.remote(0, time.time() - 2.0))
-
-        def finish():  # the whole job ends 0.2 s in, before the bar's next look
-            time.sleep(0.2)
-            ray.get(counter.add.remote(0, 64, 758, time.time()))
-            stop.set()
-        threading.Thread(target=finish).start()
-        progress_loop(counter, 64, stop, time.time() - 2.0)
-    finally:
-        ray.shutdown()
-    err = capsys.readouterr().err
-    last = err.replace("\r", "\n").strip().splitlines()[-1]
-    assert "64/64" in last and " 0 tok/s" not in last and "r0 100%" in last, last
-    assert 250 < int(last.split(" tok/s")[0].split()[-1]) <= 379, last  # 758 tokens over a little more than 2 s
-
-
-# The engine stage with EchoEngine (no model): routing, faults and clean-up in seconds.
-ECHO = dict(echo=dict(token_s=0.01))
-
-
-def _echo_input(tmp_path, n=40):
-    rows = [{"id": f"e{i:02d}", "messages": [{"role": "user", "content": " ".join(["w"] * (3 + i % 7))}]} for i in range(n)]
-    return _write_jsonl(tmp_path / "echo.jsonl", rows), [r["id"] for r in rows]
-
-
-def test_replicas_share_the_rows(tmp_path):
-    """Engines are fed from the moment each is ready, so a short job's split depends on when each got ready; what
-    holds in any order: rows only from engines that started, only once each was ready, and an engine ready while rows
-    were still going in got some. With every engine started before the rows arrive, each gets its share."""
-    inp, ids = _echo_input(tmp_path)
-    s = run_batch(inp, tmp_path / "o", replicas=3, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
-    _assert_no_ray_left()
-    out = read_output(tmp_path / "o")
-    assert sorted(out["id"]) == ids and s.failed == 0
-    assert out.groupby("replica").size().to_dict() == {k: v["rows"] for k, v in s.replicas.items()}
-    ready = {r: e["ready_at"] for r, e in s.engines.items()}
-    assert set(s.replicas) <= set(ready) and all((g["started_at"] >= ready[r]).all() for r, g in out.groupby("replica"))
-    assert [r for r, t in ready.items() if t < out["started_at"].max() - 0.5 and r not in s.replicas] == []
-    from ray_vllm_tutorial.engines import engines_scope, start_engines
-    from ray_vllm_tutorial.inputs import normalize_requests, read_table
-    from ray_vllm_tutorial.pipeline import answer
-    init_ray(num_cpus=4)
-    try:
-        with engines_scope(3, 1, "cpu", "echo", dict(max_tokens=8), ECHO, engine_cls=EchoEngine) as engines:
-            done = answer(normalize_requests(read_table(inp))[0], engines, start_engines(engines)).to_pandas()
-    finally:
-        ray.shutdown()
-    shares = done.groupby("replica").size()
-    assert sorted(done["id"]) == ids and sorted(shares.index) == [0, 1, 2] and shares.min() >= 40 // 6  # batches of 7
-
-
-def test_dead_engine_rows_go_to_the_others(tmp_path):
-    inp, ids = _echo_input(tmp_path)
-    s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
-                  engine_kwargs=dict(echo=dict(token_s=0.01, die_after={0: 10})))
-    out = read_output(tmp_path / "o")
-    assert sorted(out["id"]) == ids and s.failed == 0 and s.dead_engines == [0]
-    assert (out["output_tokens"] == out["generated_text"].map(lambda t: len(t.split()))).all()
-
-
-def test_all_engines_dead_stops_clearly_and_resumes(tmp_path):
-    inp, ids = _echo_input(tmp_path)
-    init_ray(num_cpus=4)
-    try:
-        with pytest.raises(EnginesDied, match="every engine died.*re-run the same command to resume"):
-            run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False, engine_restarts=0,
-                      engine_kwargs=dict(echo=dict(die_after={0: 0, 1: 0})))
-        _assert_all_released(4)
-    finally:
-        ray.shutdown()
-    s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
-    assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
-
-
-def test_a_dead_engine_is_replaced(tmp_path):
-    "One engine, which dies after 10 rows: its replacement (same placement group) answers the rest; none left over."
-    inp, ids = _echo_input(tmp_path)
-    s = run_batch(inp, tmp_path / "o", replicas=1, engine_cls=EchoEngine, progress=False,
-                  engine_kwargs=dict(echo=dict(token_s=0.01, die_after={0: 10})))
-    out = read_output(tmp_path / "o")
-    assert sorted(out["id"]) == ids and s.failed == 0
-    assert (s.dead_engines, s.replaced, set(out["replica"])) == ([0], {0: 1}, {0})
-    _assert_no_ray_left()
-    with pytest.raises(ValueError, match="engine_restarts must be an integer >= 0, got -1"):
-        run_batch(inp, tmp_path / "o2", engine_cls=EchoEngine, engine_restarts=-1, progress=False)
-
-
-def test_a_poison_row_is_isolated_and_its_neighbours_answered(tmp_path):
-    "A row that kills every engine it reaches: tried apart until alone, it becomes that row's error; the other 39 are answered."
-    rows = [{"id": f"p{i:02d}", "messages": [{"role": "user", "content": " ".join(["w"] * (3 + i % 7) + ["POISON"] * (i == 17))}]}
-            for i in range(40)]
-    inp = _write_jsonl(tmp_path / "poison.jsonl", rows)
-    s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False, rows_in_flight=4, batch_size=4,
-                  engine_kwargs=dict(echo=dict(token_s=0.01, poison="POISON")))
-    out = read_output(tmp_path / "o").set_index("id")
-    assert sorted(out.index) == [r["id"] for r in rows] and (s.failed, s.errors) == (1, {"killed the engine": 1})
-    assert out.loc["p17", "error"].startswith("killed the engine: an engine died each time this row was in flight")
-    good = out.drop(index="p17")
-    assert good["error"].isna().all() and (good["output_tokens"] == [3 + int(i[1:]) % 7 for i in good.index]).all()
-    assert len(s.dead_engines) >= 3 and sum(s.replaced.values()) >= 1  # 2 deaths among others, then at least one alone
-
-
-def test_resume_runs_again_what_a_new_try_may_fix(tmp_path):
-    "An `engine error` row runs again on resume (its earlier error kept); `killed the engine` rows only with retry_failed."
-    inp, ids = _echo_input(tmp_path, n=10)
-    rows = [json.loads(l) for l in inp.read_text().splitlines()]
-    rows[3]["messages"][0]["content"] += " FLAKY"
-    _write_jsonl(inp, rows)
-    first = run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=dict(echo=dict(flaky="FLAKY")))
-    assert (first.failed, first.errors) == (1, {"engine error": 1})
-    again = run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO)
-    out = read_output(tmp_path / "o").set_index("id")
-    assert (again.new_rows, again.rerun, again.skipped, again.failed) == (1, 1, 9, 0)
-    assert out.loc["e03", "error"] is None and out.loc["e03", "earlier_error"].startswith("engine error: ")
-    assert sorted(out.index) == ids and out.attrs["duplicate_ids"] == 1  # the old error row is superseded
-
-
-def test_a_fixed_input_row_runs_again_and_changed_settings_are_refused(tmp_path):
-    from ray_vllm_tutorial.outputs import OutputFolderError
-    inp, ids = _echo_input(tmp_path, n=10)
-    rows = [json.loads(l) for l in inp.read_text().splitlines()]
-    rows[5]["messages"][0]["role"] = "robot"
-    _write_jsonl(inp, rows)
-    first = run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO)
-    assert first.errors == {"unknown role": 1}
-    rows[5]["messages"][0]["role"] = "user"  # the user fixes the bad line
-    _write_jsonl(inp, rows)
-    with pytest.raises(OutputFolderError, match=r"accept_changed_input=True \(--accept-changed-input\)"):
-        run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO)
-    fixed = run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO,
-                      accept_changed_input=True)
-    assert (fixed.new_rows, fixed.rerun, fixed.skipped, fixed.failed) == (1, 1, 9, 0)
-    with pytest.raises(OutputFolderError, match=r"other settings \(sampling: .*max_tokens.*accept_changed_settings=True"):
-        run_batch(inp, tmp_path / "o", engine_cls=EchoEngine, progress=False, engine_kwargs=ECHO, sampling=dict(max_tokens=4))
-    manifest = json.loads((tmp_path / "o" / MANIFEST_NAME).read_text())
-    assert manifest["settings"] == dict(model="tiny-chat", sampling=dict(max_tokens=256, temperature=0.0), engine_kwargs={})
-    assert [r["status"] for r in manifest["runs"]] == ["done", "done"]  # a refused resume records no run
-
-
-def test_ctrl_c_removes_placement_groups(tmp_path):
-    import _thread
-    import threading
-    inp, _ = _echo_input(tmp_path)
-    init_ray(num_cpus=4)
-    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # interrupt_main does nothing if SIGINT is ignored
-    try:
-        threading.Timer(3.0, _thread.interrupt_main).start()
-        with pytest.raises(KeyboardInterrupt):
-            run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
-                      engine_kwargs=dict(echo=dict(hang=True)))
-        _assert_all_released(4)
-    finally:
-        signal.signal(signal.SIGINT, handler)
-        ray.shutdown()
-
-
-def test_no_deprecated_ray_api(tmp_path):
-    import warnings
-    from ray.util.annotations import RayDeprecationWarning
-    inp, ids = _echo_input(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RayDeprecationWarning)
-        s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
-    assert s.rows == 40
-
-
-@pytest.mark.parametrize("kind", ["messages", "prompt", "openai"])
-def test_resume_every_input_kind(tmp_path, kind):
-    """A finished job re-run on the same folder answers nothing again; a half-done one (parts removed) finishes:
-    every id once, for each input kind. OpenAI input: its response file is rewritten, never read back as results."""
-    texts = [" ".join(["w"] * (2 + i % 5)) for i in range(12)]
-    if kind == "messages":
-        rows = [{"id": i, "messages": [{"role": "user", "content": t}]} for i, t in enumerate(texts)]
-    elif kind == "prompt":
-        rows = [{"prompt": t, "max_tokens": 3} for t in texts]  # no ids: derived from each row's content
-    else:
-        rows = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-                 "body": {"messages": [{"role": "user", "content": t}], "max_tokens": 3}} for i, t in enumerate(texts)]
-    inp, out = _write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "o"
-    run = lambda: run_batch(inp, out, replicas=2, engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
-    first = run()
-    ids = sorted(read_output(out)["id"])
-    assert (first.rows, first.new_rows, len(set(ids))) == (12, 12, 12)
-    again = run()
-    assert (again.rows, again.new_rows, again.skipped) == (12, 0, 12)
-    for part in sorted(out.glob("rvt-part-*"))[::2]:  # as if the job had been killed before these parts were written
-        part.unlink()
-    resumed = run()
-    assert sorted(read_output(out)["id"]) == ids and resumed.rows == 12 and 0 < resumed.new_rows < 12
-    if kind == "messages":
-        assert ids == sorted(str(i) for i in range(12))  # ids keep their digits ("1", not "1.0")
-    if kind == "openai":
-        lines = [json.loads(x) for x in open(resumed.openai_output)]
-        assert [x["custom_id"] for x in lines] == [f"r{i}" for i in range(12)]  # one line each, input order
 
 
 def _dry_run(token_s: float = 0.05) -> list[str]:
@@ -520,18 +247,6 @@ def test_sigkill_of_the_cli_leaves_no_ray_process(tmp_path):
     assert not alive, [(p.pid, p.name()) for p in alive]
 
 
-def test_a_failed_or_hung_start_drops_only_that_engine(tmp_path):
-    """Engine 1 fails in `start`, engine 2 never gets ready: engine 0 answers every row; both are named with why."""
-    inp, ids = _echo_input(tmp_path)
-    s = run_batch(inp, tmp_path / "o", replicas=3, engine_cls=EchoEngine, progress=False, rows_in_flight=4,
-                  start_timeout_s=2, engine_kwargs=dict(echo=dict(token_s=0.05, start={1: "fail", 2: "hang"})))
-    _assert_no_ray_left()
-    assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
-    assert sorted(s.replicas) == [0] and s.dead_engines == []
-    assert s.start_failures == {1: "an engine failed to start: RuntimeError: echo engine 1 was told to fail",
-                                2: "engine 2 did not start within 2 s"}
-
-
 def test_no_engine_started_names_each_failure(tmp_path):
     inp, _ = _echo_input(tmp_path)
     with pytest.raises(RuntimeError, match="^no engine started: engine 0: an engine failed to start: RuntimeError: "
@@ -539,37 +254,6 @@ def test_no_engine_started_names_each_failure(tmp_path):
         run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
                   engine_kwargs=dict(echo=dict(start={0: "fail", 1: "fail"})))
     _assert_no_ray_left()
-
-
-def _alive(processes) -> list[int]:
-    "Those of an engine's reported processes (pid + start time) still running."
-    import psutil
-    alive = []
-    for p in processes:
-        try:
-            q = psutil.Process(p["pid"])
-            if abs(q.create_time() - p["created"]) < 1e-3 and q.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p["pid"])
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def test_no_engine_process_outlives_the_job(tmp_path):
-    """Each engine runs a child process (as vLLM's engine core is one); engine 0 crashes mid-job (its child is left
-    running, as vLLM's is), engine 1 ends normally: after `run_batch` returns, neither child is alive. Rows answered
-    before the crash are kept, the rest go to engine 1: every id once, row by row."""
-    inp, ids = _echo_input(tmp_path)
-    init_ray(num_cpus=4)  # the caller's own Ray: nothing is cleaned up by shutting it down
-    try:
-        s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False,
-                      engine_kwargs=dict(echo=dict(token_s=0.01, child=True, die_after={0: 10})))
-        procs = [p for v in s.engines.values() for p in v["processes"]]
-        assert len(procs) == 2 and s.dead_engines == [0], (procs, s.dead_engines)
-        assert _alive(procs) == []
-        assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
-    finally:
-        ray.shutdown()
 
 
 def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path):

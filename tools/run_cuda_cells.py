@@ -24,7 +24,8 @@ CUDA_FLAG = re.compile(r"^#\|\s*cuda\s*$", re.M)
 # vLLM / Ray / torch log lines and progress bars: they fill pages of the docs and say nothing the cell's own output
 # does not; the runner's console still shows them
 LOG_LINE = re.compile(r"\bINFO\b|WARNING|Capturing CUDA graphs|Loading safetensors|it/s\]|\[W\d{4}|socket\.cpp|"
-                      r"Running Dataset|Running 0|Dataset \w+ execution finished|Triton is installed")
+                      r"Running Dataset|Running 0|Dataset \w+ execution finished|Triton is installed|"
+                      r"A worker died or was killed")  # Ray's page-long note on each engine a drill kills on purpose
 RAY_PREFIX = re.compile(r"\x1b\[\d+m\([^\x1b]*\x1b\[0m|\s")  # "(MapWorker(...) pid=1)" in colour, and blanks
 
 
@@ -83,7 +84,12 @@ def run_cuda_cells(nb_path: str | Path, out_dir: str | Path | None = None, cells
     shell.set_path(nb_path.parent.resolve())
     t0 = time.time()
     print(f"== {nb_path.name}: {n} {cells} cells", flush=True)
-    shell.run_all(nb, exc_stop=True, preproc=lambda c: not chosen(c), postproc=_echo)
+    last = [time.time()]
+    def post(cell):  # each cell's output, then how long it took (find the slow ones)
+        _echo(cell)
+        print(f"-- {cell.get('id', '?')}: {time.time() - last[0]:.1f} s", flush=True)
+        last[0] = time.time()
+    shell.run_all(nb, exc_stop=True, preproc=lambda c: not chosen(c), postproc=post)
     dest = Path(out_dir) / nb_path.name if out_dir else nb_path
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_nb(nb, dest)
