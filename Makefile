@@ -62,7 +62,7 @@ test: $(VENV)/.dev
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { echo "==> installing Debian's chromium + chromium-driver for the docs browser test"; \
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >> $(VENV)/install.log 2>&1 || echo "    could not install chromium: the browser test will be skipped"; }
 	@echo "==> running tests"
-	@$(PY) -m pytest -v --durations=10
+	@$(PY) -m pytest -v --durations=25
 
 # The lessons run there on a GPU-less machine, on the kernel "Python (ray_vllm_tutorial)". LAB_ARGS=--no-browser on a server.
 lab: $(VENV)/.lab
