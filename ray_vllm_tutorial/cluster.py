@@ -17,11 +17,12 @@ from typing import Iterator, Literal
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 # %% auto #0
 __all__ = ['Device', 'GPU_PROBE_TIMEOUT_S', 'init_ray', 'local_cluster', 'check_positive_int', 'tp_bundles', 'tp_placement_group',
-           'placement_group_scope', 'placement_groups', 'draw_cluster', 'demo', 'demo_cli', 'cluster_device',
-           'cluster_gpus', 'reap_on_exit']
+           'placement_group_scope', 'placement_groups', 'node_affinity', 'draw_cluster', 'demo', 'demo_cli',
+           'cluster_device', 'cluster_gpus', 'reap_on_exit']
 
 # %% ../nbs/00_ray_core.ipynb #f25812dd
 def init_ray(
@@ -181,6 +182,13 @@ def placement_groups() -> list[dict]:
             rows.append(dict(pg=pg_id, name=info["name"], strategy=info["strategy"], state=info["state"], bundle=int(idx),
                              resources=res, node=info["bundles_to_node_id"].get(idx)))
     return rows
+
+# %% ../nbs/00_ray_core.ipynb #n1a00002
+def node_affinity(
+    node_id: str | None = None,  # a node's id (hex, as `ray.nodes()` gives it); None: the node this code runs on
+) -> NodeAffinitySchedulingStrategy:
+    "A scheduling strategy that keeps a task or actor on `node_id` and nowhere else (a hard pin)."
+    return NodeAffinitySchedulingStrategy(node_id or ray.get_runtime_context().get_node_id(), soft=False)
 
 # %% ../nbs/00_ray_core.ipynb #430a45e7
 def draw_cluster(rows: list[dict] | None = None, nodes: dict | None = None, title: str = "GPUs by placement group"):

@@ -20,10 +20,10 @@ import uuid
 from typing import Any, Iterator
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from .chat import cpu_thread_binding, engine_kwargs as vllm_engine_kwargs, parse_outputs
-from .cluster import tp_placement_group
+from .cluster import node_affinity, tp_placement_group
 from .models import resolve_model
 from .inputs import row_sampling, template_messages
 from .outputs import openai_logprobs
@@ -188,7 +188,7 @@ ECHO_SIZES = dict(max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=20
 ECHO_TOKEN_S = 0.005  # seconds per echoed word, unless `engine_kwargs["echo"]["token_s"]` says otherwise
 
 class EchoEngine:
-    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds. For drills it can die after `die_after` rows (its first engine of a replica only: a replacement lives), die on any row holding the word `poison`, fail rows holding the word `flaky` as vLLM fails a request, hold its rows forever (`hang`), fail or hang in `start`, and run a child process standing in for vLLM's engine core (`child`). For tests and dry runs."
+    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds. For drills it can die after `die_after` rows (its first engine of a replica only: a replacement lives), die on any row holding the word `poison`, fail rows holding the word `flaky` as vLLM fails a request, hold its rows forever (`hang`), fail or hang in `start` (`start`; the engines that replace dead ones: `replacement_start`), and run a child process standing in for vLLM's engine core (`child`). For tests and dry runs."
     def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
                  engine_kwargs: dict, progress=None, restart: int = 0):
         self.replica, self.sampling, self.progress, self.restart = replica, dict(sampling), progress, restart
@@ -196,7 +196,8 @@ class EchoEngine:
         self.token_s, self.hang, self.poison = opts.get("token_s", ECHO_TOKEN_S), opts.get("hang", False), opts.get("poison")
         self.flaky = opts.get("flaky")  # a word: rows holding it fail as vLLM fails a request (`engine error`)
         self.die_after = {int(k): v for k, v in opts.get("die_after", {}).items()}.get(replica) if restart == 0 else None
-        self.on_start = {int(k): v for k, v in opts.get("start", {}).items()}.get(replica)  # "fail", "hang" or None
+        starts = opts.get("start" if restart == 0 else "replacement_start", {})  # replica -> "fail" or "hang"
+        self.on_start = {int(k): v for k, v in starts.items()}.get(replica)
         self.child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]) if opts.get("child") else None
         self.answered = self.holding = 0
 
@@ -269,8 +270,7 @@ def _reap(
     info: dict,  # what an engine reported when it got ready: its node and processes
 ):
     "A ref to `_kill_leftovers` of that engine's processes, run on its node."
-    node = NodeAffinitySchedulingStrategy(info["node"], soft=False)
-    return _kill_leftovers.options(scheduling_strategy=node).remote(info["processes"])
+    return _kill_leftovers.options(scheduling_strategy=node_affinity(info["node"])).remote(info["processes"])
 
 def stop_engines(
     engines: list,  # engine actors
@@ -353,7 +353,7 @@ def engines_scope(
         for i in range(replicas):
             pgs.append(tp_placement_group(tensor_parallel_size, device, timeout_s=timeout_s, name=f"rvt-{job}-engine-{i}"))
             engines.append(make(i))
-        engines.spawner = _Spawner.remote(make)
+        engines.spawner = _Spawner.options(scheduling_strategy=node_affinity()).remote(make)  # with the caller: a lost node must not take it
         yield engines
     finally:
         spare, spawned = engines.spawner, []
@@ -376,7 +376,8 @@ def start_failure(
     if isinstance(e, ray.exceptions.RayTaskError):
         return f"an engine failed to start: {type(e.cause).__name__}: {e.cause}"
     if isinstance(e, ray.exceptions.RayActorError):
-        return f"an engine died while starting: {e}"
+        why = " ".join(l.strip() for l in str(e).splitlines() if l.strip() and not l.startswith("\t"))
+        return f"an engine died while starting: {why}"  # Ray's own lines, without its tab-indented actor details
     return f"an engine failed to start: {type(e).__name__}: {e}"
 
 def _raise_start_failure(starts: list) -> None:

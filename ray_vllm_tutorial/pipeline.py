@@ -27,10 +27,8 @@ import pandas as pd
 import ray
 from fastcore.basics import patch
 
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
 from .chat import detect_device
-from .cluster import check_positive_int, cluster_device, init_ray, reap_on_exit
+from .cluster import check_positive_int, cluster_device, init_ray, node_affinity, reap_on_exit
 from .engines import (ENGINE_START_TIMEOUT_S, EngineActor, EnginesDied, _engine_died, engines_scope,
                       start_failure)
 from .inputs import normalize_requests, read_table
@@ -289,6 +287,7 @@ def answer(
     pool = ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=in_flight,
                                       max_concurrent_calls_per_actor=in_flight)
     return ds.map_batches(Dispatcher, batch_size=bs, batch_format="pandas", num_cpus=0, compute=pool,
+                          scheduling_strategy=node_affinity(),  # on the driver's node: a lost node must not take it
                           fn_constructor_kwargs=dict(engines=engines, starts=starts, rows_in_flight=rows_in_flight,
                                                      progress=progress, start_timeout_s=start_timeout_s,
                                                      restarts=restarts))
@@ -350,6 +349,7 @@ class Summary:
     dead_engines: list = dataclasses.field(default_factory=list)  # replicas whose engine died during the run (once per death)
     replaced: dict = dataclasses.field(default_factory=dict)  # replica -> engines started in place of its dead ones
     start_failures: dict = dataclasses.field(default_factory=dict)  # replica -> why its engine never got ready
+    replacement_failures: dict = dataclasses.field(default_factory=dict)  # replica -> why the engine meant to replace its dead one did not start
     engines: dict = dataclasses.field(default_factory=dict)  # replica -> {"node", "cores", "processes", "ready_at"} of each engine that started
     quarantined: list = dataclasses.field(default_factory=list)  # torn part files renamed `.torn` (their rows re-run)
     rerun: int = 0  # rows of this run that were in the folder already: an earlier error, or a changed request
@@ -375,6 +375,8 @@ class Summary:
         if self.dead_engines:
             lines.append(f"engines died: {self.dead_engines} (their rows were answered by the others)"
                          + (f"; replaced: {self.replaced}" if self.replaced else ""))
+        if self.replacement_failures:
+            lines.append(f"replacements that did not start (the others finished the rows): {self.replacement_failures}")
         if self.quarantined:
             lines.append(f"torn part files set aside (their rows were run again): {self.quarantined}")
         if self.renamed:
@@ -392,6 +394,14 @@ def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dic
     ready = [t for t in (stats or {}).get("ready_at", []) if t is not None]
     start_s = min(ready) - t_engines if ready else 0.0  # rows flow from the first engine ready
     gen_s = stats["last_done"] - min(ready) if ready and stats.get("last_done") else 0.0
+    dead, first, later = [], {}, {}  # deaths; why a replica's first engine, or a replacement, did not start
+    for r, why in (stats or {}).get("events", []):
+        if why == DIED:
+            dead.append(r)
+        elif r in dead:
+            later[r] = why
+        else:
+            first[r] = why
     per = new[new["replica"] >= 0].groupby("replica")["output_tokens"].agg(["size", "sum"]) if "replica" in new else []
     return Summary(
         rows=len(final), new_rows=len(new), skipped=skipped, failed=int(errors.size),
@@ -399,9 +409,8 @@ def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dic
         output_tokens=tokens, wall_s=wall, tokens_per_s=tokens / max(wall, 1e-9), output=str(output),
         engine_start_s=start_s, generation_s=gen_s, generation_tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0,
         replicas={int(r): dict(rows=int(v["size"]), output_tokens=int(v["sum"])) for r, v in per.iterrows()} if len(per) else {},
-        dead_engines=[i for i in (stats or {}).get("dead", []) if (stats or {}).get("errors", {}).get(i) == DIED],
-        replaced=dict((stats or {}).get("replaced", {})),
-        start_failures={i: e for i, e in (stats or {}).get("errors", {}).items() if e != DIED},
+        dead_engines=dead, replaced=dict((stats or {}).get("replaced", {})), start_failures=first,
+        replacement_failures=later,
         engines={i: dict(node=v.get("node", ""), cores=v.get("cores", []), processes=v.get("processes", []),
                          ready_at=stats["ready_at"][i]) for i, v in (stats or {}).get("engines", {}).items()})
 
@@ -413,11 +422,6 @@ def _raise_if_none_started(stats: dict) -> None:
     if len(errors) == 1:
         raise RuntimeError(next(iter(errors.values())))
     raise RuntimeError("no engine started: " + "; ".join(f"engine {i}: {e}" for i, e in sorted(errors.items())))
-
-def _on_this_node() -> dict:
-    "Ray task options that run a task on the driver's node, without taking a CPU there (writing results is light)."
-    node = ray.get_runtime_context().get_node_id()
-    return dict(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
 
 def _say(msg: str, show: bool) -> None:
     if show:
@@ -489,7 +493,7 @@ def run_batch(
             if replicas is None or tensor_parallel_size is None:
                 replicas, tensor_parallel_size = planned_layout(model, device, replicas, tensor_parallel_size)
             check_resources(replicas, tensor_parallel_size, device)
-            counter, stop = ProgressCounter.remote(replicas), threading.Event()
+            counter, stop = ProgressCounter.options(scheduling_strategy=node_affinity()).remote(replicas), threading.Event()
             if progress:
                 bar = threading.Thread(target=progress_loop, args=(counter, len(todo), stop, t0), daemon=True)
                 bar.start()
@@ -505,7 +509,7 @@ def run_batch(
                 write = results.write_parquet if output_format == "parquet" else results.write_json
                 try:
                     write(str(output), filename_provider=part_filename_provider(claim.run_id, output_format),
-                          ray_remote_args=_on_this_node())  # a local folder: every part on this machine
+                          ray_remote_args=dict(num_cpus=0, scheduling_strategy=node_affinity()))  # parts: on this disk
                 except Exception as e:  # Ray Data wraps what the dispatcher raised
                     if "EnginesDied" not in f"{type(e).__name__} {e}":
                         raise

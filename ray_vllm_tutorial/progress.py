@@ -30,7 +30,8 @@ class ProgressCounter:
         self.ready_at: list = [None] * replicas  # when each engine finished starting
         self.rows, self.tokens = [0] * replicas, [0] * replicas
         self.dead: list[int] = []
-        self.errors: dict[int, str] = {}  # replica -> why its engine failed to start or died
+        self.errors: dict[int, str] = {}  # replica -> why its engine failed to start or died (the latest)
+        self.events: list[tuple] = []  # (replica, why) of every engine that died or failed to start, in order
         self.engines: dict[int, dict] = {}  # replica -> what its engine reported when ready (node, processes, cores)
         self.retired: list[dict] = []  # what the engines that were replaced reported (their leftovers are killed at the end)
         self.replaced: dict[int, int] = {}  # replica -> engines started in place of a dead one
@@ -51,11 +52,13 @@ class ProgressCounter:
     def died(self, replica: int, reason: str | None = None) -> None:
         "Engine `replica` died, or failed to start (`reason` says which); the dispatcher sends rows elsewhere."
         self.dead.append(replica)
+        self.events.append((replica, reason))
         if reason:
             self.errors[replica] = reason
     def get(self) -> dict:
         "Everything reported so far."
         return dict(ready_at=self.ready_at, rows=self.rows, tokens=self.tokens, dead=self.dead, errors=self.errors,
+                    events=self.events,
                     engines=self.engines, retired=self.retired, replaced=self.replaced, last_done=self.last_done)
 
 # %% ../nbs/03c_progress.ipynb #09c5ff36

@@ -262,3 +262,16 @@ def test_parquet_and_csv_inputs(tmp_path):
     r3 = read_output(tmp_path / "o3")
     assert r3["id"].nunique() == 4 and set(r3["lang"]) == {"en"} and s.rows == 4
     assert sorted(r3["prompt"]) == sorted(tiny_corpus()[10:14])
+
+
+def test_a_replacement_that_fails_to_start_is_told_apart(tmp_path):
+    """Engine 0 dies after 5 rows and the engine meant to replace it fails to start: the summary says engine 0 died
+    and its replacement did not start (not that engine 0 never started); engine 1 answers the rest, slowly enough
+    (2 rows at a time) for the replacement's start to fail before the job ends."""
+    inp, ids = _echo_input(tmp_path)
+    s = run_batch(inp, tmp_path / "o", replicas=2, engine_cls=EchoEngine, progress=False, rows_in_flight=2,
+                  engine_kwargs=dict(echo=dict(token_s=0.05, die_after={0: 5}, replacement_start={0: "fail"})))
+    assert sorted(read_output(tmp_path / "o")["id"]) == ids and s.failed == 0
+    assert (s.dead_engines, s.start_failures) == ([0], {})
+    assert s.replacement_failures == {0: "an engine failed to start: RuntimeError: echo engine 0 was told to fail"}
+    assert "replacements that did not start (the others finished the rows): {0: " in str(s)

@@ -129,32 +129,21 @@ def test_not_enough_resources_is_clear(tmp_path):
     _assert_no_ray_left()
 
 
-def test_killed_then_interrupted_then_resumed(tmp_path):
-    """A real CLI job on the tiny model, stopped twice as users stop jobs, then re-run: SIGKILL of the job's whole
-    process group (nothing of ours runs), then Ctrl-C (SIGINT to the group, as a terminal sends it: exit 130 and a
-    resume hint), then a re-run that finishes: every id exactly once, no line on stderr."""
+def test_killed_then_resumed(tmp_path):
+    """A real CLI job on the tiny model, SIGKILLed with its whole process group (nothing of ours runs to clean up),
+    then re-run: every id exactly once, no line on stderr. (Ctrl-C and SIGTERM of the CLI: the dry-run tests.)"""
     rows = [{"id": f"k{i:03d}", "messages": _messages(i)} for i in range(240)]
     inp = _write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
     cmd = _cli(inp, out, "--device", "cpu", "--max-tokens", "48", "--batch-size", "8", "--no-progress")
-
-    def start_and_wait_for(parts: int):
-        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        t0 = time.time()
-        while time.time() - t0 < 300 and len(list(out.glob("*.parquet"))) < parts:
-            time.sleep(0.2)
-        return proc
-
-    _kill_tree(start_and_wait_for(3), signal.SIGKILL)  # the driver and everything it started (Ray, engines)
-    killed = len(read_output(out))
-    assert 0 < killed < len(rows), killed
-    proc = start_and_wait_for(len(list(out.glob("*.parquet"))) + 2)
-    err = _ctrl_c(proc)
-    assert proc.returncode == 130, err[-3000:]
-    assert "interrupted; placement groups removed. Re-run the same command to resume." in err
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_sigint_default, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while time.time() - t0 < 300 and len(list(out.glob("*.parquet"))) < 3:
+        time.sleep(0.2)
+    _kill_tree(proc, signal.SIGKILL)  # the driver and everything it started (Ray, engines)
     done = len(read_output(out))
-    assert killed < done < len(rows), (killed, done)
+    assert 0 < done < len(rows), done  # killed halfway
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr == ""  # no Ray or vLLM line (not even Ray's C++ core) without --verbose

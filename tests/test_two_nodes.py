@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -34,7 +35,7 @@ def _start(args: list, env: dict) -> subprocess.Popen:
 
 def _stop(proc: subprocess.Popen) -> None:
     "Stop a `ray start --block` we started, and everything in its process group, by its PID."
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):  # the head takes 30 s to end on SIGTERM alone
         try:
             os.killpg(proc.pid, sig)
             proc.wait(timeout=wait)
@@ -55,12 +56,20 @@ print(len([n for n in ray.nodes() if n["Alive"]]))
 """
 
 
+class TwoNodes(NamedTuple):
+    address: str  # the head node's address, for `--address`
+    env: dict  # the environment that joins them (token authentication)
+    worker: subprocess.Popen  # the worker node's `ray start --block`: killing its group loses the node
+
+
 @pytest.fixture(scope="module")
 def two_nodes():
-    "The address of a head node and a worker node, 3 logical CPUs each, and the environment that joins them."
+    "A head node and a worker node, 3 logical CPUs each: their address, the environment that joins them, the worker."
     saved = CURRENT.read_text() if CURRENT.exists() else None
     env, port = dict(os.environ, RAY_AUTH_MODE="token"), _free_port()
-    head = _start(["--head", f"--port={port}", "--include-dashboard=false"], env)
+    # the head's GCS declares a silent node dead after 3 missed 1 s health checks (Ray's default: 5 of 3 s each)
+    head = _start(["--head", f"--port={port}", "--include-dashboard=false"],
+                  dict(env, RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3"))
     procs, address = [head], f"127.0.0.1:{port}"
     try:
         time.sleep(5)
@@ -68,7 +77,7 @@ def two_nodes():
         alive = subprocess.run([sys.executable, "-c", _WAIT, address], env=env, capture_output=True, text=True,
                                timeout=120)
         assert alive.stdout.strip().splitlines()[-1:] == ["2"], alive.stdout + alive.stderr[-2000:]
-        yield address, env
+        yield TwoNodes(address, env, procs[1])
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -80,7 +89,7 @@ def two_nodes():
 
 def test_a_job_on_two_nodes(two_nodes, tmp_path):
     "The command as a user runs it on a cluster (`--address`, the token in its environment): four engines on two 3-CPU nodes land on both, every id once, every part file in the driver's folder."
-    address, env = two_nodes
+    address, env, _ = two_nodes
     inp = tmp_path / "in.jsonl"
     ids = [f"r{i:03d}" for i in range(120)]
     inp.write_text("".join(json.dumps({"id": i, "messages": [{"role": "user", "content": "w " * 8}]}) + "\n" for i in ids))
@@ -93,3 +102,36 @@ def test_a_job_on_two_nodes(two_nodes, tmp_path):
     engines = next(l for l in r.stdout.splitlines() if l.startswith("engines: "))
     nodes = {part.split(" on node ")[1].split()[0] for part in engines[len("engines: "):].split(", ")}
     assert len(nodes) == 2, engines  # engines on both nodes (3 CPUs each: at most 3 on one)
+
+
+def test_a_lost_node_mid_job(two_nodes, tmp_path):
+    """The worker node is lost while rows are in flight on it (its `ray start` and everything under it SIGKILLed, as a
+    reclaimed spot node goes): the job finishes on the head node, exit 0, every id exactly once, no row failed, and the
+    summary names the engines that died. The job's own bookkeeping (progress counter, dispatcher, part-file writes)
+    is pinned to the driver's node, so the loss takes only engines. Runs last: it ends the module's worker node."""
+    address, env, worker = two_nodes
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out"
+    ids = [f"n{i:03d}" for i in range(240)]
+    inp.write_text("".join(json.dumps({"id": i, "messages": [{"role": "user", "content": "w " * 8}]}) + "\n" for i in ids))
+    exe = str(Path(sys.executable).with_name("ray-vllm-batch"))
+    job = subprocess.Popen([exe, str(inp), str(out), "--dry-run", "--replicas", "4", "--address", address,
+                            "--engine-arg", 'echo={"token_s": 0.05}', "--batch-size", "4", "--rows-in-flight", "4",
+                            "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 200 and len(read_output(out)) < len(ids) // 4 and job.poll() is None:
+            time.sleep(0.5)  # a quarter answered: every engine has had time to start, on both nodes
+        assert job.poll() is None, "the job ended before the node could be lost"
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker node, gone at once
+        worker.wait()
+        stdout, stderr = job.communicate(timeout=400)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    got = read_output(out)
+    assert sorted(got["id"]) == ids, (len(got), got["id"].nunique())  # every id once
+    assert got["error"].isna().all(), got["error"].dropna().str[:300].value_counts().to_dict()  # none failed
+    engines = next(l for l in stdout.splitlines() if l.startswith("engines: "))
+    assert len({p.split(" on node ")[1].split()[0] for p in engines[len("engines: "):].split(", ")}) == 2, stdout
+    assert "engines died: " in stdout and "their rows were answered by the others" in stdout, stdout
