@@ -287,7 +287,8 @@ def answer(
     pool = ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=in_flight,
                                       max_concurrent_calls_per_actor=in_flight)
     return ds.map_batches(Dispatcher, batch_size=bs, batch_format="pandas", num_cpus=0, compute=pool,
-                          scheduling_strategy=node_affinity(),  # on the driver's node: a lost node must not take it
+                          label_selector={"ray.io/node-id": ray.get_runtime_context().get_node_id()},  # the driver's
+                          # node, as `node_affinity` pins (map_batches takes the pin as a node label): no lost node takes it
                           fn_constructor_kwargs=dict(engines=engines, starts=starts, rows_in_flight=rows_in_flight,
                                                      progress=progress, start_timeout_s=start_timeout_s,
                                                      restarts=restarts))
