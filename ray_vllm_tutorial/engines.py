@@ -75,11 +75,13 @@ async def _counted(engine, row: dict) -> dict:
         engine.holding -= 1
 
 async def _as_done(engine, rows: list[dict]):
-    "`(index, answer)` for every row through `engine`, all running at once, yielded in the order they finish."
+    "Every row through `engine`, all running at once; yields `[(index, answer), ...]` of the rows finished since the last yield (one hand-off for all the rows that finish together)."
     async def one(k: int, row: dict) -> tuple[int, dict]:
         return k, await _counted(engine, row)
-    for next_done in asyncio.as_completed([one(k, r) for k, r in enumerate(rows)]):
-        yield await next_done
+    pending = {asyncio.ensure_future(one(k, r)) for k, r in enumerate(rows)}
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        yield [t.result() for t in done]
 
 # %% ../nbs/02d_engines.ipynb #0b629b48
 WARM_UP = [{"role": "user", "content": "warm up"}]  # the one tiny request every engine answers before it is ready
@@ -169,7 +171,7 @@ class EngineActor:
         return list(await asyncio.gather(*(_counted(self, r) for r in rows)))
 
     async def stream(self, rows: list[dict]):
-        "Answer `rows` all at once, yielding `(index, result)` for each row as soon as it is done (a Ray streaming generator)."
+        "Answer `rows` all at once, yielding `[(index, result), ...]` as rows are done: those done together in one list (a Ray streaming generator)."
         async for done in _as_done(self, rows):
             yield done
 
@@ -235,7 +237,7 @@ class EchoEngine:
         return list(await asyncio.gather(*(_counted(self, r) for r in rows)))
 
     async def stream(self, rows: list[dict]):
-        "Answer `rows` all at once, yielding `(index, result)` as each is done."
+        "Answer `rows` all at once, yielding `[(index, result), ...]` as rows are done."
         self._count(rows)
         async for done in _as_done(self, rows):
             yield done

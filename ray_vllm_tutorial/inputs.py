@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
+import fnmatch
 import functools
 import hashlib
 import io
@@ -17,18 +19,22 @@ import math
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 class InputError(ValueError):
     "The input cannot be used at all (missing, unreadable, no usable column, repeated ids): raised before any engine starts; the CLI exits 2."
 
 # %% auto #0
-__all__ = ['VALID_ROLES', 'PER_ROW_SAMPLING', 'OPENAI_URL', 'OPENAI_SAMPLING', 'OPENAI_HONOURED', 'OPENAI_IGNORED',
-           'OPENAI_NEUTRAL', 'OPENAI_MAX_TOP_LOGPROBS', 'JOB_COLUMNS', 'InputError', 'read_table', 'template_messages',
-           'row_sampling', 'normalize_requests']
+__all__ = ['ROWS_PER_BLOCK', 'VALID_ROLES', 'PER_ROW_SAMPLING', 'OPENAI_URL', 'OPENAI_SAMPLING', 'OPENAI_HONOURED',
+           'OPENAI_IGNORED', 'OPENAI_NEUTRAL', 'OPENAI_MAX_TOP_LOGPROBS', 'JOB_COLUMNS', 'DRIVER_READ_BYTES',
+           'InputError', 'read_table', 'template_messages', 'row_sampling', 'Settled', 'settle_ids', 'settle_block',
+           'normalize_requests', 'InputFiles', 'input_files', 'RequestFiles', 'Requests', 'read_requests']
 
 # %% ../nbs/03a_inputs.ipynb #d115d881
 def _jsonable(v: Any) -> Any:
@@ -66,37 +72,88 @@ def _jsonl_row(n: int, # line number, from 1
     return {**obj, "_line": n}
 
 # %% ../nbs/03a_inputs.ipynb #dbf6c9af
+ROWS_PER_BLOCK = 4096  # rows per block when an input streams (a block is what one Ray Data task checks at a time)
+
+def _jsonl_blocks(f: BinaryIO, # the file, open for reading bytes
+                  name: str, # its path, for messages
+                  rows_per_block: int = ROWS_PER_BLOCK, # most rows per block
+                 ) -> Iterator[pd.DataFrame]:
+    "JSONL -> blocks of rows, one per non-blank line, values as given, read a megabyte at a time; a leading UTF-8 BOM is skipped."
+    rows, n, rest, first_error, any_ok, head = [], 0, b"", None, False, True
+    while True:
+        chunk = f.read(1 << 20)
+        if head:
+            if b"\0" in chunk[:8192]:
+                raise InputError(f"{name} is a binary file (a NUL byte in its first 8 KiB; UTF-16 text looks the same): "
+                                 "JSONL must be UTF-8 text")
+            chunk, head = chunk[len(codecs.BOM_UTF8):] if chunk.startswith(codecs.BOM_UTF8) else chunk, False
+        *lines, rest = (rest + chunk).split(b"\n") if chunk else [rest, b""]
+        for raw in lines:
+            n += 1
+            if (r := _jsonl_row(n, raw.rstrip(b"\r"))) is None:
+                continue
+            any_ok = any_ok or "_parse_error" not in r
+            first_error = first_error or r.get("_parse_error")
+            rows.append(r)
+            if len(rows) == rows_per_block:
+                yield _object_frame(rows)
+                rows = []
+        if not chunk:
+            break
+    if first_error and not any_ok:
+        raise InputError(f"{name}: no line is a JSON object, so this is not JSONL ({first_error})")
+    if rows:
+        yield _object_frame(rows)
+
+def _whole(blocks: Iterator[pd.DataFrame]) -> pd.DataFrame:
+    "A reader's blocks as one frame (empty when it yielded none)."
+    frames = list(blocks)
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
 def _read_jsonl(path: Path) -> pd.DataFrame:
     "JSONL -> one row per non-blank line, values as given; a leading UTF-8 BOM is skipped."
-    data = path.read_bytes()
-    if b"\0" in data[:8192]:
-        raise InputError(f"{path} is a binary file (a NUL byte in its first 8 KiB; UTF-16 text looks the same): "
-                         "JSONL must be UTF-8 text")
-    data = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
-    rows = [r for n, raw in enumerate(data.split(b"\n"), 1) if (r := _jsonl_row(n, raw.rstrip(b"\r"))) is not None]
-    if rows and all("_parse_error" in r for r in rows):
-        raise InputError(f"{path}: no line is a JSON object, so this is not JSONL ({rows[0]['_parse_error']})")
-    return _object_frame(rows)
+    with open(path, "rb") as f:
+        return _whole(_jsonl_blocks(f, str(path), rows_per_block=2**62))
 
 # %% ../nbs/03a_inputs.ipynb #4fa09a10
-def _read_csv(path: Path) -> pd.DataFrame:
-    "CSV -> text columns (empty cell: missing); a byte that is not UTF-8 is an `InputError` naming its line."
-    data = path.read_bytes()
+def _csv_blocks(f: BinaryIO, # the file, open for reading bytes
+                name: str, # its path, for messages
+                rows_per_block: int = ROWS_PER_BLOCK, # most rows per block
+               ) -> Iterator[pd.DataFrame]:
+    "CSV -> blocks of text columns (empty cell: missing). Decoded whole: a quoted cell may span lines, so a byte that is not UTF-8 is an `InputError` naming its line."
+    data = f.read()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
-        raise InputError(f"{path}: line {line} is not UTF-8 (byte {data[e.start]:#04x}): save the file as UTF-8") from e
+        raise InputError(f"{name}: line {line} is not UTF-8 (byte {data[e.start]:#04x}): save the file as UTF-8") from e
     if not text.strip():
-        return pd.DataFrame()
+        return
     df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    return df.astype(object).where(df != "", None)
+    df = df.astype(object).where(df != "", None)
+    for i in range(0, len(df), rows_per_block):
+        yield df.iloc[i:i + rows_per_block].reset_index(drop=True)
+
+def _parquet_blocks(f: BinaryIO, # the file, open for reading bytes
+                    name: str, # its path, for messages
+                    rows_per_block: int = ROWS_PER_BLOCK, # most rows per block
+                   ) -> Iterator[pd.DataFrame]:
+    "Parquet -> blocks of object columns of plain Python values (an int column with nulls stays ints)."
+    for b in pq.ParquetFile(pa.BufferReader(f.read())).iter_batches(batch_size=rows_per_block):
+        yield pd.DataFrame({c: pd.Series(b.column(c).to_pylist(), dtype=object) for c in b.schema.names})
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    "CSV -> text columns (empty cell: missing); a byte that is not UTF-8 is an `InputError` naming its line."
+    with open(path, "rb") as f:
+        return _whole(_csv_blocks(f, str(path), rows_per_block=2**62))
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     "Parquet -> object columns of plain Python values (an int column with nulls stays ints)."
-    t = pq.read_table(path)
-    return pd.DataFrame({c: pd.Series(t.column(c).to_pylist(), dtype=object) for c in t.column_names})
+    with open(path, "rb") as f:
+        return _whole(_parquet_blocks(f, str(path), rows_per_block=2**62))
 
+_BLOCKS = {".jsonl": _jsonl_blocks, ".ndjson": _jsonl_blocks, ".json": _jsonl_blocks, ".parquet": _parquet_blocks,
+           ".csv": _csv_blocks}  # extension -> reader of blocks
 _READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_jsonl, ".parquet": _read_parquet, ".csv": _read_csv}
 
 # %% ../nbs/03a_inputs.ipynb #c90d2bea
@@ -340,18 +397,27 @@ def _given_id(value: Any) -> tuple[str | None, str | None]:
         return str(v), None
     return None, f"bad id: must be a string or an integer, got {v!r}"
 
-def _content_ids(contents: list[str], # each id-less request's canonical JSON
-                ) -> list[str]:
-    "One id per request from its content: 'row-' + 12 hex of its SHA-256; a repeat gets '-2', '-3', ..."
+def _content_id(content: str, # an id-less request's canonical JSON
+               ) -> str:
+    "An id from a request's content: 'row-' + 12 hex of its SHA-256."
+    return "row-" + hashlib.sha256(content.encode()).hexdigest()[:12]
+
+def _numbered(ids: list[str], # content ids, in input order
+             ) -> list[str]:
+    "The ids with each repeat numbered: the second of an id gets '-2', the third '-3', ..."
     seen, out = Counter(), []
-    for c in contents:
-        h = "row-" + hashlib.sha256(c.encode()).hexdigest()[:12]
+    for h in ids:
         seen[h] += 1
         out.append(h if seen[h] == 1 else f"{h}-{seen[h]}")
     return out
 
+def _content_ids(contents: list[str], # each id-less request's canonical JSON
+                ) -> list[str]:
+    "One id per request from its content: 'row-' + 12 hex of its SHA-256; a repeat gets '-2', '-3', ..."
+    return _numbered([_content_id(c) for c in contents])
+
 # %% ../nbs/03a_inputs.ipynb #d0d5133a
-_READER_COLUMNS = {"_parse_error", "_raw", "_line"}  # added by the readers, not the input's own
+_READER_COLUMNS = {"_parse_error", "_raw", "_line", "_pos", "_file"}  # added by the readers, not the input's own
 
 def _kind(columns: list) -> str:
     "The input kind from its columns: 'openai', 'messages' or 'prompt'; `InputError` listing them if none fits."
@@ -387,17 +453,26 @@ def _request(kind: str, # 'openai', 'messages' or 'prompt'
     return msgs if msgs_err else _as_text(msgs), sampling, err or msgs_err or sampling_err
 
 # %% ../nbs/03a_inputs.ipynb #0bea4f7d
+def _where(df: pd.DataFrame, # input rows: `_line` (JSONL) or positions, and `_file` when several files
+           files: list[str] | None = None, # the input's files, by `_file`
+          ) -> tuple[list[str], str]:
+    "Where each row is, as text, and the unit: JSONL line numbers ('lines') or row positions ('rows'); with the file's name when there are several."
+    lines = "_line" in df and df["_line"].notna().all()
+    where = [str(int(w)) for w in (df["_line"] if lines else df["_pos"] if "_pos" in df else range(len(df)))]
+    if files and len(files) > 1:
+        where = [f"{Path(files[int(f)]).name}:{w}" for f, w in zip(df["_file"], where)]
+    return where, "lines" if lines else "rows"
+
 def _unique_or_raise(ids: list[str], # one id per row
-                     df: pd.DataFrame, # the input, for line numbers (JSONL) or row positions
+                     where: list[str], # where each row is (`_where`)
+                     unit: str = "rows", # what `where` counts: 'lines' or 'rows'
                     ) -> None:
     "`InputError` listing repeated ids and where they are: resume and the output rely on unique ids."
     counts = Counter(ids)
     dup = [i for i in counts if counts[i] > 1]
     if not dup:
         return
-    where = list(df["_line"]) if "_line" in df else list(range(len(ids)))
-    unit = "lines" if "_line" in df else "rows"
-    shown = [f"{d!r} ({unit} {', '.join(str(w) for i, w in zip(ids, where) if i == d)})" for d in dup[:5]]
+    shown = [f"{d!r} ({unit} {', '.join(w for i, w in zip(ids, where) if i == d)})" for d in dup[:5]]
     raise InputError(f"ids must be unique (resume and the output rely on it); repeated: {'; '.join(shown)}"
                      + (f" and {len(dup) - 5} more" if len(dup) > 5 else ""))
 
@@ -419,29 +494,296 @@ def _rides_along(values: list) -> list:
     return vals
 
 # %% ../nbs/03a_inputs.ipynb #47663e4b
+def _renamed(columns: list, # the input's own columns
+             kind: str, # the input kind
+            ) -> dict:
+    "Input columns the job writes itself, each with the name it rides along under: `input_<name>`."
+    used = {"custom_id"} if kind == "openai" else {"id", "messages"} | set(PER_ROW_SAMPLING)
+    taken = JOB_COLUMNS - ({"custom_id"} if kind != "openai" else set())  # names the job writes
+    return {c: f"input_{c}" for c in sorted(set(columns) - used) if c in taken}
+
+def _request_sha(messages: str, sampling: str | None) -> str:
+    "A request's fingerprint: SHA-256 of its conversation and sampling (as the request table holds them), 16 hex digits: a resumed job runs a row again when it changed."
+    return hashlib.sha256(json.dumps([messages, sampling]).encode()).hexdigest()[:16]
+
+def _normalize_block(df: pd.DataFrame, # input rows, as a reader gives them (all or a block of them)
+                     kind: str | None = None, # the input kind; None: from these rows' columns ('none' if none fits)
+                    ) -> pd.DataFrame:
+    "Request rows whose ids are still to settle: `id` as given (or None) and `_derived` (the content id of a row without one, before repeats are numbered), with the rows' `_kind`, `_pos`, `_line`, `_file` and, on the first row, the input columns seen (`_cols`)."
+    cols = [c for c in df.columns if c not in _READER_COLUMNS]
+    try:
+        kind = kind or _kind(cols)
+    except InputError:
+        kind = "none"  # these rows cannot say what they are: the whole input decides (`settle_requests`)
+    rows = df.to_dict("records")
+    given = [_given_id(r.get("custom_id" if kind == "openai" else "id")) for r in rows]
+    reqs = [_request(kind, r) if kind != "none" else (None, None, "no usable column") for r in rows]
+    out = pd.DataFrame({
+        "id": pd.Series([g for g, _ in given], dtype=object),
+        "messages": [json.dumps(m if isinstance(m, list) else _jsonable(m), default=str) for m, _, _ in reqs],
+        "sampling": pd.Series([None if s is None else json.dumps(s) for _, s, _ in reqs], dtype=object),
+        "error": pd.Series([id_err or err for (_, id_err), (_, _, err) in zip(given, reqs)], dtype=object)})
+    used = {"custom_id"} if kind == "openai" else {"id", "messages"} | set(PER_ROW_SAMPLING)
+    renamed = _renamed(cols, kind)
+    for c in sorted(set(cols) - used):  # the input's own columns ride along, never under a name the job writes
+        out[renamed.get(c, c)] = pd.Series(_rides_along(list(df[c])), dtype=object)
+    out["request_sha"] = [_request_sha(m, s) for m, s in zip(out["messages"], out["sampling"])]
+    out["_derived"] = pd.Series([None if g is not None else _content_id(_canonical(m, s))
+                                 for (g, _), (m, s, _) in zip(given, reqs)], dtype=object)
+    out["_kind"], out["_file"] = kind, df["_file"].to_numpy() if "_file" in df else 0
+    out["_pos"] = df["_pos"].to_numpy() if "_pos" in df else range(len(df))
+    out["_line"] = pd.Series(df["_line"].to_numpy() if "_line" in df else None, dtype=object)
+    out["_cols"] = pd.Series([json.dumps(sorted(cols))] + [None] * (len(out) - 1), dtype=object)[:len(out)]
+    return out
+
+_SETTLING = ["_derived", "_kind", "_file", "_pos", "_line", "_cols"]  # what `_normalize_block` adds to settle ids
+
+# %% ../nbs/03a_inputs.ipynb #s1a00008
+@dataclasses.dataclass
+class Settled:
+    "What every block of an input needs to finish its rows (`settle_block`), from the whole input's ids (`settle_ids`)."
+    kind: str  # the input kind
+    rows: int  # rows in the input
+    renumbered: dict  # (file, pos) -> id, for content ids that repeat (their '-2', '-3', ...)
+    offsets: list  # file -> input_row of its first row
+    renamed: dict  # input column -> its name in the results
+
+def _settled_ids(block: pd.DataFrame, # `_normalize_block` rows of the whole input, in input order
+                ) -> list[str]:
+    "Every row's id: as given, else its content id with repeats numbered in input order."
+    derived = iter(_numbered(list(block["_derived"].dropna())))
+    return [g if g is not None else next(derived) for g in block["id"]]
+
+def settle_ids(index: pd.DataFrame, # every row's `id`, `_derived`, `_file`, `_pos` and `_line` (`_normalize_block`)
+               kinds: set, # the kinds the blocks guessed (`_kind`)
+               cols: list, # the input columns the blocks saw (`_cols`)
+               files: InputFiles | None = None, # the input's files (names repeated ids' files)
+              ) -> Settled:
+    "The input's kind, its ids checked unique (`InputError` naming the repeats), and what each block needs to finish."
+    kind = _kind(cols)  # InputError: no usable column in the whole input
+    if kinds - {kind}:
+        raise _Rekind(kind)
+    index = index.sort_values(["_file", "_pos"], kind="stable").reset_index(drop=True)
+    ids = _settled_ids(index)
+    _unique_or_raise(ids, *_where(index, files.paths if files else None))
+    changed = [k for k, (d, i) in enumerate(zip(index["_derived"], ids)) if d is not None and d != i]
+    counts = index["_file"].value_counts().sort_index()
+    n_files = int(index["_file"].max()) + 1 if len(index) else 0
+    offsets = list(np.cumsum([0] + [int(counts.get(f, 0)) for f in range(n_files)])[:-1]) if n_files else []
+    return Settled(kind, len(index), {(int(index["_file"][k]), int(index["_pos"][k])): ids[k] for k in changed},
+                   [int(o) for o in offsets], _renamed(cols, kind))
+
+def _seen(block: pd.DataFrame) -> tuple[set, list]:
+    "The kinds and the input columns that `_normalize_block` rows record (`_kind`, `_cols`)."
+    return set(block["_kind"]), sorted({c for js in block["_cols"].dropna() for c in json.loads(js)})
+
+class _Rekind(Exception):
+    "Some blocks guessed another kind than the whole input's (`kind`): they must be read again with it."
+    def __init__(self, kind: str):
+        self.kind = kind
+
+# %% ../nbs/03a_inputs.ipynb #s1a00009
+def _with_nones(df: pd.DataFrame, # a frame back from Ray's object store (Arrow), where a missing value is NaN or NA
+                columns: list | None = None, # the columns to convert; None: all
+               ) -> pd.DataFrame:
+    "The frame with `columns` as object columns whose missing values are None, as the request table holds them."
+    return df.assign(**{c: df[c].astype(object).where(df[c].notna(), None) for c in (columns or df.columns)})
+
+def _block_ids(block: pd.DataFrame, # `_normalize_block` rows (or their `id`, `_derived`, `_file`, `_pos`)
+               settled: Settled, # the whole input's `settle_ids`
+              ) -> list[str]:
+    "The rows' settled ids: as given, else the content id (numbered when it repeats)."
+    return [i if i is not None else settled.renumbered.get((int(f), int(p)), d)
+            for i, d, f, p in zip(block["id"], block["_derived"], block["_file"], block["_pos"])]
+
+def settle_block(block: pd.DataFrame, # rows from `_normalize_block`, normalized with the input's kind
+                 settled: Settled, # the whole input's `settle_ids`
+                ) -> pd.DataFrame:
+    "The block's finished request rows: ids settled, `input_row` set, `custom_id` for OpenAI input, settling columns gone."
+    block = _with_nones(block)
+    out = block.drop(columns=_SETTLING).assign(id=pd.Series(_block_ids(block, settled), dtype=object, index=block.index))
+    out.insert(4, "input_row", [settled.offsets[int(f)] + int(p) for f, p in zip(block["_file"], block["_pos"])])
+    if settled.kind == "openai":
+        out["custom_id"] = out["id"]
+    return out.reset_index(drop=True)
+
 def normalize_requests(df: pd.DataFrame, # an input table, as `read_table` returns it
                       ) -> tuple[pd.DataFrame, str]:
     "The canonical request table (id, messages, sampling, error, input_row, the input's own columns) and the input kind."
-    cols = [c for c in df.columns if c not in _READER_COLUMNS]
-    kind = _kind(cols)
-    rows = df.to_dict("records")
-    given = [_given_id(r.get("custom_id" if kind == "openai" else "id")) for r in rows]
-    reqs = [_request(kind, r) for r in rows]
-    derived = iter(_content_ids([_canonical(m, s) for (gid, _), (m, s, _) in zip(given, reqs) if gid is None]))
-    ids = [gid if gid is not None else next(derived) for gid, _ in given]
-    _unique_or_raise(ids, df)
-    out = pd.DataFrame({
-        "id": pd.Series(ids, dtype=object),
-        "messages": [json.dumps(m if isinstance(m, list) else _jsonable(m), default=str) for m, _, _ in reqs],
-        "sampling": pd.Series([None if s is None else json.dumps(s) for _, s, _ in reqs], dtype=object),
-        "error": pd.Series([id_err or err for (_, id_err), (_, _, err) in zip(given, reqs)], dtype=object),
-        "input_row": range(len(rows))})
-    used = {"custom_id"} if kind == "openai" else {"id", "messages"} | set(PER_ROW_SAMPLING)
-    renamed, taken = {}, JOB_COLUMNS - ({"custom_id"} if kind != "openai" else set())  # names the job writes
-    for c in sorted(set(cols) - used):  # the input's own columns ride along, never under a name the job writes
-        name = renamed.setdefault(c, f"input_{c}") if c in taken else c
-        out[name] = pd.Series(_rides_along(list(df[c])), dtype=object)
-    if kind == "openai":
-        out["custom_id"] = out["id"]
-    out.attrs["renamed"] = renamed  # input column -> its name in the results (the job says so)
-    return out, kind
+    block = _normalize_block(df, _kind([c for c in df.columns if c not in _READER_COLUMNS]))
+    settled = settle_ids(block, *_seen(block))
+    out = settle_block(block, settled)
+    out.attrs["renamed"] = settled.renamed  # input column -> its name in the results (the job says so)
+    return out, settled.kind
+
+# %% ../nbs/03a_inputs.ipynb #s1a00002
+_FORMATS = {".jsonl": "JSONL", ".ndjson": "JSONL", ".json": "JSONL", ".parquet": "Parquet", ".csv": "CSV"}
+_GLOB = "*?["
+
+@dataclasses.dataclass
+class InputFiles:
+    "The files of one input: their filesystem, their paths on it (sorted), their format and their size."
+    given: str  # what the user gave: a file, a folder or a glob, local or a URI (s3://bucket/in/*.jsonl)
+    filesystem: pafs.FileSystem  # where the files are
+    paths: list[str]  # the files, as `filesystem` names them, sorted
+    suffix: str  # their extension ('.jsonl', '.parquet', '.csv', ...): which reader reads them
+    size: int  # their bytes, all together
+
+    @property
+    def local(self) -> bool:
+        "Whether the files are on this machine's disk (a multi-node job then reads them on this node)."
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
+
+    def name(self, i: int) -> str:
+        "File `i` as messages name it: as the user gave it when they gave this one file, else its path."
+        given, path = self.given.rstrip("/"), self.paths[i]
+        return given if len(self.paths) == 1 and os.path.basename(given) == os.path.basename(path) else path
+
+_S3_ENV = {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY", "session_token": "AWS_SESSION_TOKEN",
+           "region": "AWS_REGION", "endpoint_override": "AWS_ENDPOINT_URL"}  # S3FileSystem option: variable
+
+def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    "The filesystem of `root` and its path there: a URI through pyarrow (s3://, gs://, hdfs://) or else fsspec; a plain path on the local disk. An S3 filesystem holds the driver's `AWS_*` settings, so the tasks it travels to on other nodes use them too."
+    if "://" not in root:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(root))
+    if root.startswith("s3://"):
+        opts = {k: os.environ[v] for k, v in _S3_ENV.items() if os.environ.get(v)}
+        if "region" not in opts and os.environ.get("AWS_DEFAULT_REGION"):
+            opts["region"] = os.environ["AWS_DEFAULT_REGION"]
+        return pafs.S3FileSystem(**opts), root[len("s3://"):].rstrip("/")
+    try:
+        return pafs.FileSystem.from_uri(root)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        import fsspec  # any other scheme fsspec has a filesystem for
+        fs, path = fsspec.core.url_to_fs(root)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+def _listed(fs: pafs.FileSystem, root: str, pattern: str | None) -> list[pafs.FileInfo]:
+    "The files under folder `root` (all depths) matching `pattern`, none under a name starting with '.' or '_'."
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return [i for i in infos if i.type == pafs.FileType.File
+            and not any(part[:1] in "._" for part in i.path[len(root):].split("/") if part)
+            and (fnmatch.fnmatchcase(i.path, pattern) if pattern else Path(i.path).suffix.lower() in _FORMATS)]
+
+# %% ../nbs/03a_inputs.ipynb #s1a00003
+def input_files(given: str | os.PathLike, # a file, a folder or a glob; a local path or a URI (s3://, gs://, ...)
+               ) -> InputFiles:
+    "The input's files, sorted, all of one format; `InputError` when there are none, or they cannot be read as one input."
+    given = str(given)
+    cut = min((given.index(c) for c in _GLOB if c in given), default=None)
+    root = given if cut is None else given[:cut].rsplit("/", 1)[0] or "/"
+    try:
+        fs, path = _filesystem(root)
+        info = fs.get_file_info(path)
+        pattern = None if cut is None else path.rstrip("/") + "/" + given[len(root):].lstrip("/")
+        if info.type == pafs.FileType.File and pattern is None:
+            found = [info]
+        elif info.type == pafs.FileType.Directory:
+            found = _listed(fs, path.rstrip("/"), pattern)
+        else:
+            raise InputError(f"input file not found: {given}")
+    except (OSError, pa.ArrowException, ValueError) as e:  # no such bucket, no credentials, a scheme nobody knows
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"cannot list input {given}: {e}") from e
+    if not found:
+        raise InputError(f"{given} holds no input files: {'none matches' if pattern else 'no .jsonl, .parquet or .csv file'}"
+                         " (names starting with '.' or '_' are skipped)")
+    suffixes = sorted({Path(i.path).suffix.lower() for i in found})
+    if any(s not in _FORMATS for s in suffixes):
+        bad = next(i.path for i in found if Path(i.path).suffix.lower() not in _FORMATS)
+        raise InputError(f"unknown input format {Path(bad).suffix!r} for {bad}: use .jsonl, .parquet or .csv")
+    if len({_FORMATS[s] for s in suffixes}) > 1:
+        raise InputError(f"{given} mixes formats ({', '.join(suffixes)}): one job reads one format")
+    found = sorted(found, key=lambda i: i.path)
+    return InputFiles(given, fs, [i.path for i in found], suffixes[0], sum(i.size or 0 for i in found))
+
+# %% ../nbs/03a_inputs.ipynb #s1a00006
+from ray.data.datasource import FileBasedDatasource
+
+def _file_blocks(files: InputFiles, # the input
+                 i: int, # which of its files
+                 f: BinaryIO, # that file, open for reading bytes
+                 rows_per_block: int = ROWS_PER_BLOCK, # most rows per block
+                ) -> Iterator[pd.DataFrame]:
+    "Blocks of file `i`'s rows, each row with `_file` (= `i`) and `_pos` (its place in the file, from 0); anything the reader cannot parse is an `InputError` naming the file."
+    pos, path = 0, files.paths[i]
+    try:
+        for block in _BLOCKS[files.suffix](f, files.name(i), rows_per_block):
+            yield block.assign(_file=i, _pos=range(pos, pos + len(block)))
+            pos += len(block)
+    except InputError:
+        raise
+    except Exception as e:  # whatever pandas or Arrow raise on bytes they cannot parse
+        raise InputError(f"cannot read {path} as {files.suffix[1:]}: {e}") from e
+
+class RequestFiles(FileBasedDatasource):
+    "The input's files as a Ray Data source: read tasks stream each file's rows in blocks (`_file_blocks`)."
+    def __init__(self, files: InputFiles, rows_per_block: int = ROWS_PER_BLOCK):
+        super().__init__(files.paths, filesystem=files.filesystem)
+        self.files, self.rows_per_block, self.index = files, rows_per_block, {p: i for i, p in enumerate(files.paths)}
+
+    def _read_stream(self, f, path: str) -> Iterator[pd.DataFrame]:
+        yield from _file_blocks(self.files, self.index[path], f, self.rows_per_block)
+
+# %% ../nbs/03a_inputs.ipynb #s1a00011
+DRIVER_READ_BYTES = 8 << 20  # a local input file up to this size is read in the driver, before Ray starts
+
+@dataclasses.dataclass
+class Requests:
+    "An input's requests, ready for a job: finished in the driver (`table`) or as blocks in Ray's object store (`blocks`, finished by `settle_block` as they stream)."
+    files: InputFiles  # where they came from
+    settled: Settled  # the kind, the row count, what finishes a block
+    index: pd.DataFrame  # `id` and `request_sha` of every row: what a resumed job compares with its output
+    table: pd.DataFrame | None = None  # the request table, when read in the driver
+    blocks: Any = None  # a materialized `ray.data.Dataset` of `_normalize_block` rows, when read by Ray Data
+
+def _unwrapped(e: BaseException) -> InputError | None:
+    "The `InputError` a Ray task raised, from the exception Ray Data gives the driver (it wraps the task's own)."
+    found = None
+    while e is not None:
+        found = e if type(e) is InputError else found
+        e = getattr(e, "cause", None) or e.__cause__
+    return found
+
+def _read_in_ray(files: InputFiles, rows_per_block: int, kind: str | None = None):
+    "The input normalized block by block by Ray Data tasks, held in the object store; its settling columns in the driver."
+    import ray
+    pin = {"ray.io/node-id": ray.get_runtime_context().get_node_id()} if files.local else None  # local files: here
+    blocks = ray.data.read_datasource(RequestFiles(files, rows_per_block), label_selector=pin).map_batches(
+        _normalize_block, batch_format="pandas", batch_size=None, fn_kwargs=dict(kind=kind))
+    try:
+        blocks = blocks.materialize()
+        seen = blocks.select_columns(["_kind", "_cols"]).map_batches(
+            lambda b: b[b["_cols"].notna()], batch_format="pandas", batch_size=None).to_pandas()  # a row a block
+        index = _with_nones(blocks.select_columns(["id", "request_sha", "_derived", "_file", "_pos", "_line"]).to_pandas(),
+                            ["id", "_derived", "_line"])
+    except Exception as e:  # Ray Data wraps what a read or normalize task raised
+        raise (_unwrapped(e) or e) from None
+    return blocks, index, *_seen(seen)
+
+# %% ../nbs/03a_inputs.ipynb #s1a00013
+def read_requests(input: str | os.PathLike | InputFiles, # a file, a folder or a glob, local or on object storage
+                  driver_read_bytes: int = DRIVER_READ_BYTES, # a local file up to this size is read in the driver
+                  rows_per_block: int = ROWS_PER_BLOCK, # rows per block when the input streams through Ray Data
+                 ) -> Requests:
+    "The input's requests: read and checked in the driver (a small local file) or by Ray Data (anything else; Ray must be running); `InputError` if the input cannot be used."
+    files = input if isinstance(input, InputFiles) else input_files(input)
+    if files.local and len(files.paths) == 1 and files.size <= driver_read_bytes:
+        with open(files.paths[0], "rb") as f:
+            df = _whole(_file_blocks(files, 0, f, rows_per_block=2**62))
+        if df.empty:
+            raise InputError(f"{files.given} holds no rows")
+        table, kind = normalize_requests(df)
+        settled = Settled(kind, len(table), {}, [0], table.attrs["renamed"])
+        return Requests(files, settled, table[["id", "request_sha"]], table=table)
+    blocks, index, kinds, cols = _read_in_ray(files, rows_per_block)
+    if not len(index):
+        raise InputError(f"{files.given} holds no rows")
+    try:
+        settled = settle_ids(index, kinds, cols, files)
+    except _Rekind as again:  # some blocks could not tell the kind: read them again with the input's
+        blocks, index, kinds, cols = _read_in_ray(files, rows_per_block, again.kind)
+        settled = settle_ids(index, kinds, cols, files)
+    index = pd.DataFrame({"id": pd.Series(_block_ids(index, settled), dtype=object), "request_sha": index["request_sha"]})
+    return Requests(files, settled, index, blocks=blocks)

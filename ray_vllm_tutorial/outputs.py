@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,15 +23,18 @@ from typing import Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from fastcore.basics import patch
 from ray.data.datasource import FilenameProvider
 
 from . import __version__
+from .inputs import InputFiles, _filesystem
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'PART_PREFIX', 'PART_SUFFIXES', 'TORN_SUFFIX', 'LOCK_NAME', 'MANIFEST_NAME', 'OutputFolderError',
-           'new_run_id', 'part_filename_provider', 'is_part_file', 'part_files', 'quarantined', 'read_output',
-           'input_fingerprint', 'claim_output', 'OutputClaim', 'openai_logprobs', 'write_openai_output']
+__all__ = ['RESULT_COLUMNS', 'PART_PREFIX', 'PART_SUFFIXES', 'TORN_SUFFIX', 'LOCK_NAME', 'MANIFEST_NAME', 'LEASE_S',
+           'OutputFolderError', 'new_run_id', 'part_filename_provider', 'is_part_file', 'part_files', 'quarantined',
+           'read_output', 'input_fingerprint', 'claim_output', 'OutputClaim', 'openai_logprobs', 'write_openai_output']
 
 # %% ../nbs/03b_output_folder.ipynb #02edd339
 RESULT_COLUMNS = ["id", "generated_text", "finish_reason", "prompt_tokens", "output_tokens", "error"]
@@ -42,6 +46,26 @@ MANIFEST_NAME = ".rvt-manifest.json"
 
 class OutputFolderError(RuntimeError):
     "The output folder cannot be used: a file, not writable, in use by another job, or holding another input's results."
+
+def _is_uri(output: Any) -> bool:
+    "Whether the output is on object storage (a URI such as s3://bucket/prefix), not a local folder."
+    return "://" in str(output)
+
+def _folder(output: str | os.PathLike) -> Path | str:
+    "The output folder: a `Path`, or the URI without its trailing slash."
+    return str(output).rstrip("/") if _is_uri(output) else Path(output)
+
+def _join(output: Path | str, name: str) -> Path | str:
+    "A file in the output folder."
+    return f"{output}/{name}" if isinstance(output, str) else output / name
+
+def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    "The filesystem of an object-storage URI and the path on it (as the input's: lesson 03a's `_filesystem`)."
+    fs, path = _filesystem(uri)
+    return fs, path.rstrip("/")
+
+def _name(f: Path | str) -> str:
+    return f.name if isinstance(f, Path) else f.rsplit("/", 1)[-1]
 
 # %% ../nbs/03b_output_folder.ipynb #d00ed21f
 def new_run_id() -> str:
@@ -70,41 +94,62 @@ class _PartNames(FilenameProvider):
 
 # %% ../nbs/03b_output_folder.ipynb #e086724d
 def is_part_file(
-    path: str | os.PathLike,  # a file name or path
+    path: str | os.PathLike,  # a file name, path or URI
 ) -> bool:
     "Whether `path` is a result file this job wrote: `rvt-part-*.parquet` or `rvt-part-*.jsonl`."
-    name = Path(path).name
+    name = _name(path if _is_uri(path) else Path(path))
     return name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIXES)
+
+def _listing(uri: str) -> list[str]:
+    "The files directly in an object-storage folder, as URIs (none when it does not exist)."
+    fs, path = _fs(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return [f"{uri}/{i.base_name}" for i in infos if i.type == pafs.FileType.File]
 
 def part_files(
     output: str | os.PathLike,  # the output folder
-) -> list[Path]:
+) -> list[Path | str]:
     "The job's own result files in `output`, sorted by name (so by run); nothing else in the folder."
+    if _is_uri(output):
+        return sorted(f for f in _listing(_folder(output)) if is_part_file(f))
     output = Path(output)
     return sorted(f for f in output.iterdir() if f.is_file() and is_part_file(f)) if output.is_dir() else []
 
 # %% ../nbs/03b_output_folder.ipynb #e11885f6
 _TORN = (OSError, ValueError, pa.ArrowException)  # what reading a half-written file raises
 
-def _read_part(f: Path) -> pd.DataFrame:
-    "One part file as a frame with string ids; raises one of `_TORN` when the file is torn."
-    if f.suffix == ".parquet":
-        df = pq.read_table(f).to_pandas()
+def _read_part(f: Path | str, columns: list | None = None) -> pd.DataFrame:
+    "One part file (a path, or a URI) as a frame with string ids (only `columns`, those it has, when given); raises one of `_TORN` when the file is torn."
+    fs, path = _fs(f) if isinstance(f, str) else (None, str(f))
+    if path.endswith(".parquet"):
+        names = None if columns is None else [c for c in columns if c in pq.read_schema(path, filesystem=fs).names]
+        df = pq.read_table(path, columns=names, filesystem=fs).to_pandas()
     else:
-        with open(f, encoding="utf-8") as fh:
-            recs = [json.loads(line) for line in fh if line.strip()]
+        if fs is None:
+            text = Path(path).read_text(encoding="utf-8")
+        else:
+            with fs.open_input_stream(path) as fh:
+                text = fh.read().decode("utf-8")
+        recs = [json.loads(line) for line in text.split("\n") if line.strip()]
         if not all(isinstance(r, dict) for r in recs):
-            raise ValueError(f"{f.name}: a line is not a JSON object")
+            raise ValueError(f"{_name(f)}: a line is not a JSON object")
         df = pd.DataFrame.from_records(recs)
     if len(df) and "id" not in df.columns:
-        raise ValueError(f"{f.name}: no id column")
+        raise ValueError(f"{_name(f)}: no id column")
     if "id" in df.columns:
         df["id"] = [v if isinstance(v, str) else str(v) for v in df["id"]]
-    return df
+    return df if columns is None else df[[c for c in columns if c in df.columns]]
 
 # %% ../nbs/03b_output_folder.ipynb #42c397de
-def _quarantine(f: Path) -> Path | None:
+def _quarantine(f: Path | str) -> Path | str | None:
     "Rename a torn part to `<name>.torn` (or `.torn1`, ...): kept, no longer read. None if it cannot be renamed."
+    if isinstance(f, str):  # object storage: a copy under the new name, then the part deleted
+        fs, path = _fs(f)
+        try:
+            fs.move(path, path + TORN_SUFFIX)
+        except (OSError, pa.ArrowException):
+            return None
+        return f + TORN_SUFFIX
     target, n = f.with_name(f.name + TORN_SUFFIX), 0
     while target.exists():
         n += 1
@@ -117,19 +162,27 @@ def _quarantine(f: Path) -> Path | None:
 
 def quarantined(
     output: str | os.PathLike,  # the output folder
-) -> list[Path]:
+) -> list[Path | str]:
     "Part files set aside as torn (`rvt-part-*.torn*`), from this run or earlier ones: for the job's summary."
+    if _is_uri(output):
+        return sorted(f for f in _listing(_folder(output)) if _name(f).startswith(PART_PREFIX) and TORN_SUFFIX in f)
     output = Path(output)
     return sorted(f for f in output.glob(PART_PREFIX + "*") if TORN_SUFFIX in f.name) if output.is_dir() else []
 
 # %% ../nbs/03b_output_folder.ipynb #0a0e15ac
-_HELD: dict[Path, "OutputClaim"] = {}  # folders this process has claimed (resolved path -> claim)
+_HELD: dict = {}  # folders this process has claimed (resolved path, or URI -> claim)
+
+def _held_key(output: Path | str) -> Path | str:
+    return output if isinstance(output, str) else output.resolve()
 
 @contextlib.contextmanager
 def _repairable(output: Path) -> Iterator[bool]:
-    "True while torn parts in `output` may be renamed: our claim, or no job holds the folder's lock."
-    if output.resolve() in _HELD:
+    "True while torn parts in `output` may be renamed: our claim, or no job holds the folder's lock (on object storage: no live lease)."
+    if _held_key(output) in _HELD:
         yield True
+        return
+    if isinstance(output, str):
+        yield _lease_holder(output) is None
         return
     try:
         fd = os.open(output / LOCK_NAME, os.O_RDONLY)
@@ -152,19 +205,20 @@ def _repairable(output: Path) -> Iterator[bool]:
 # %% ../nbs/03b_output_folder.ipynb #7b1d97f2
 def read_output(
     output: str | os.PathLike,  # the output folder
+    columns: list | None = None,  # read only these columns (`id` among them); None: all
 ) -> pd.DataFrame:
     "The job's result rows: its own part files only, each id once (from the latest run that wrote it); torn parts renamed to `.torn` (see `quarantined`)."
-    output, frames = Path(output), []
+    output, frames = _folder(output), []
     with _repairable(output) as may_rename:
         for f in part_files(output):
             try:
-                frames.append(_read_part(f))
+                frames.append(_read_part(f, columns))
             except _TORN:
                 if may_rename:
                     _quarantine(f)
     frames = [f for f in frames if len(f)]
     if not frames:
-        df = pd.DataFrame(columns=RESULT_COLUMNS)
+        df = pd.DataFrame(columns=columns or RESULT_COLUMNS)
         df.attrs["duplicate_ids"] = 0
         return df
     df = pd.concat(frames, ignore_index=True)
@@ -175,19 +229,25 @@ def read_output(
 
 # %% ../nbs/03b_output_folder.ipynb #89daf09b
 def input_fingerprint(
-    path: str | os.PathLike,  # the input file
+    input: str | os.PathLike | InputFiles,  # one local file, or an input's files (`input_files`)
     chunk: int = 1 << 20,  # bytes read at a time
 ) -> str:
-    "SHA-256 (hex) of the file's bytes, streamed: the same input gives the same fingerprint on any machine."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    "SHA-256 (hex) of the input's bytes, streamed: the same input gives the same fingerprint on any machine. Several files: each file's name (relative to the first one's folder) and bytes, in order."
+    files = input if isinstance(input, InputFiles) else InputFiles(str(input), pafs.LocalFileSystem(), [str(input)], "", 0)
+    h, root = hashlib.sha256(), os.path.commonpath(files.paths) if len(files.paths) > 1 else None
+    for path in files.paths:
+        if root is not None:
+            h.update(os.path.relpath(path, root).encode() + b"\0")
+        with files.filesystem.open_input_stream(path) as f:
+            while block := f.read(chunk):
+                h.update(block)
     return h.hexdigest()
 
 # %% ../nbs/03b_output_folder.ipynb #89efdfaa
-def _check_folder(output: Path) -> None:
+def _check_folder(output: Path | str) -> None:
     "Create `output` if needed and prove it writable with a probe file; `OutputFolderError` if it cannot be used."
+    if isinstance(output, str):
+        return _check_bucket(output)
     if output.exists() and not output.is_dir():
         raise OutputFolderError(f"output path {output} is a file, not a folder: give a folder for the job's part files")
     try:
@@ -201,6 +261,22 @@ def _check_folder(output: Path) -> None:
     except OSError as e:
         raise OutputFolderError(f"output folder {output} is not writable ({e.strerror or e}): "
                                 "nothing was generated; choose a folder you can write to") from e
+
+def _check_bucket(uri: str) -> None:
+    "An object-storage folder: only s3:// (its claim is an S3 conditional write), not a file, writable (a probe object)."
+    if not uri.startswith("s3://"):
+        raise OutputFolderError(f"output {uri}: only s3:// object storage can hold the job's output (its claim needs S3's "
+                                "conditional writes); use s3://, or a local or shared folder")
+    try:
+        fs, path = _fs(uri)
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            raise OutputFolderError(f"output path {uri} is a file, not a folder: give a folder for the job's part files")
+        with fs.open_output_stream(f"{path}/.rvt-probe-{os.getpid()}") as f:
+            f.write(b"probe")
+        fs.delete_file(f"{path}/.rvt-probe-{os.getpid()}")
+    except (OSError, pa.ArrowException) as e:
+        raise OutputFolderError(f"output folder {uri} is not writable ({e}): nothing was generated; "
+                                "check the bucket, its credentials (AWS_* variables) and its endpoint") from e
 
 # %% ../nbs/03b_output_folder.ipynb #d2ec6795
 def _lock(output: Path) -> int:
@@ -224,18 +300,99 @@ def _lock(output: Path) -> int:
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-# %% ../nbs/03b_output_folder.ipynb #f567912f
-def _read_manifest(output: Path) -> dict | None:
-    f = output / MANIFEST_NAME
-    if not f.exists():
-        return None
+# %% ../nbs/03b_output_folder.ipynb #o1b00002
+LEASE_S = 60  # an object-storage claim lasts this long unless its holder renews it (every third of it)
+
+def _lease_holder(uri: str) -> dict | None:
+    "Who holds the lease on an object-storage folder (pid, host, since, expires), or None if nobody does (none, or expired)."
+    fs, path = _fs(uri)
     try:
+        with fs.open_input_stream(f"{path}/{LOCK_NAME}") as f:
+            who = json.loads(f.read())
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    return who if who.get("expires", 0) > time.time() else None
+
+class _S3Lease:
+    "The claim on an s3:// output folder: `.rvt.lock` created only if absent (`If-None-Match: *`), renewed by its holder, taken over once expired (`If-Match`)."
+    def __init__(self, uri: str, lease_s: float = LEASE_S):
+        import boto3  # only object-storage claims need it
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        self.uri, self.s3, self.bucket, self.key = uri, boto3.client("s3"), bucket, f"{prefix}/{LOCK_NAME}".lstrip("/")
+        self.lease_s, self.since, self.etag, self.lost, self.stop = lease_s, _now(), None, False, threading.Event()
+
+    def _put(self, **condition) -> str:
+        body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": self.since,
+                           "expires": time.time() + self.lease_s})
+        return self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body.encode(), **condition)["ETag"]
+
+    def _refused(self, e: Exception) -> bool:
+        return getattr(e, "response", {}).get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict")
+
+# %% ../nbs/03b_output_folder.ipynb #o1b00003
+@patch
+def acquire(self: _S3Lease) -> None:
+    "Create the lease, or take over an expired one; `OutputFolderError` naming the holder if it is live."
+    try:
+        self.etag = self._put(IfNoneMatch="*")
+    except Exception as e:
+        if not self._refused(e):
+            raise OutputFolderError(f"cannot write to {self.uri}: {e}") from e
+        held = self.s3.get_object(Bucket=self.bucket, Key=self.key)
+        who = json.loads(held["Body"].read())
+        left = who.get("expires", 0) - time.time()
+        if left > 0:
+            raise OutputFolderError(f"output folder {self.uri} is in use by another job (PID {who.get('pid')} on "
+                                    f"{who.get('host')}, since {who.get('since')}; its lease runs {left:.0f} s more): "
+                                    "wait for it to finish, or choose another output folder") from None
+        try:
+            self.etag = self._put(IfMatch=held["ETag"])  # of two successors, only one matches the expired version
+        except Exception as e2:
+            if self._refused(e2):
+                raise OutputFolderError(f"output folder {self.uri} was just claimed by another job: "
+                                        "wait for it to finish, or choose another output folder") from None
+            raise
+    threading.Thread(target=self._renew, daemon=True).start()
+
+@patch
+def _renew(self: _S3Lease) -> None:
+    "Every third of the lease, extend it (`If-Match`: only while it is still ours); `lost` if another job took it."
+    while not self.stop.wait(self.lease_s / 3):
+        try:
+            self.etag = self._put(IfMatch=self.etag)
+        except Exception as e:
+            self.lost = self.lost or self._refused(e)  # a network error: try again next time
+
+@patch
+def release(self: _S3Lease) -> None:
+    "Stop renewing and delete the lease, if it is still ours."
+    self.stop.set()
+    with contextlib.suppress(Exception):
+        self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
+
+# %% ../nbs/03b_output_folder.ipynb #f567912f
+def _read_manifest(output: Path | str) -> dict | None:
+    f = _join(output, MANIFEST_NAME)
+    try:
+        if isinstance(f, str):
+            fs, path = _fs(f)
+            if fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return None
+            with fs.open_input_stream(path) as s:
+                return json.loads(s.read().decode("utf-8"))
+        if not f.exists():
+            return None
         return json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, pa.ArrowException) as e:
         raise OutputFolderError(f"cannot read {f} ({e}): it is the job's record of this folder; "
                                 "restore it, or use a new output folder") from e
 
-def _write_manifest(output: Path, manifest: dict) -> None:
+def _write_manifest(output: Path | str, manifest: dict) -> None:
+    if isinstance(output, str):  # one PUT: the old object or the new one, never half of one
+        fs, path = _fs(_join(output, MANIFEST_NAME))
+        with fs.open_output_stream(path) as f:
+            f.write(json.dumps(manifest, indent=1).encode("utf-8"))
+        return
     tmp = output / f"{MANIFEST_NAME}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     tmp.replace(output / MANIFEST_NAME)  # atomic: the old manifest or the new one, never half of one
@@ -295,9 +452,10 @@ def claim_output(
     accept_changed_settings: bool = False,  # resume even if `settings` differ from the last run's
 ) -> Iterator[OutputClaim]:
     "Hold `output` for one run: a writable folder, locked against other jobs, whose manifest matches the input and settings."
-    output = Path(output)
+    output = _folder(output)
     _check_folder(output)
-    fd = _lock(output)
+    lease = _S3Lease(output) if isinstance(output, str) else None
+    fd = lease.acquire() if lease else _lock(output)
     try:
         manifest = _read_manifest(output) or {"created": _now(), "runs": []}
         _check_input(output, manifest, fingerprint, kind, accept_changed_input)
@@ -306,24 +464,27 @@ def claim_output(
             _check_settings(output, manifest, settings, accept_changed_settings)
         claim = OutputClaim(output, new_run_id(), manifest)
         run, status = _start_run(output, manifest, claim.run_id, fingerprint, kind, settings), "failed"
-        _HELD[output.resolve()] = claim
+        _HELD[_held_key(output)] = claim
         try:
             yield claim
+            if lease and lease.lost:
+                raise OutputFolderError(f"another job took over {output} while this run wrote to it (this run could not "
+                                        f"renew its lease for {LEASE_S} s): check the folder's results before using them")
             status = "done"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
-            _HELD.pop(output.resolve(), None)
+            _HELD.pop(_held_key(output), None)
             _end_run(output, manifest, run, status)
     finally:
-        os.close(fd)  # releases the lock
+        lease.release() if lease else os.close(fd)  # releases the lock
 
 # %% ../nbs/03b_output_folder.ipynb #85b62970
 @dataclasses.dataclass
 class OutputClaim:
     "What `claim_output` yields: the folder, this run's id (for `part_filename_provider`), and the manifest."
-    output: Path  # the output folder
+    output: Path | str  # the output folder (a URI on object storage)
     run_id: str  # names this run's part files
     manifest: dict  # the folder's manifest (written on entry, and on exit with the run's status)
 
@@ -408,13 +569,19 @@ def write_openai_output(
     results: pd.DataFrame,  # result rows (`read_output`); sorted by `input_row` when it is there
     path: str | os.PathLike,  # the JSONL file to write; replaced atomically
     model: str,  # the model name reported in each response
-) -> Path:
+) -> Path | str:
     "Write result rows as OpenAI Batch API output JSONL (input order), one line per `custom_id`."
-    path, now = Path(path), int(time.time())
+    path, now = _folder(path), int(time.time())
     rows = (results.sort_values("input_row") if "input_row" in results.columns else results).to_dict("records")
+    lines = (json.dumps(_openai_response(r, model, now), default=_plain) + "\n" for r in rows)
+    if isinstance(path, str):  # object storage: one PUT, atomic
+        fs, p = _fs(path)
+        with fs.open_output_stream(p) as f:
+            for line in lines:
+                f.write(line.encode("utf-8"))
+        return path
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(_openai_response(r, model, now), default=_plain) + "\n")
+        f.writelines(lines)
     tmp.replace(path)
     return path

@@ -31,10 +31,10 @@ from .chat import detect_device
 from .cluster import check_positive_int, cluster_device, init_ray, node_affinity, reap_on_exit
 from .engines import (ENGINE_START_TIMEOUT_S, EngineActor, EnginesDied, _engine_died, engines_scope,
                       start_failure)
-from .inputs import normalize_requests, read_table
+from .inputs import DRIVER_READ_BYTES, _request_sha, input_files, read_requests, settle_block
 from .models import TINY_MODEL, resolve_model
-from .outputs import (_error_kind, claim_output, input_fingerprint, part_filename_provider, quarantined,
-                      read_output, write_openai_output)
+from .outputs import (_error_kind, _folder, _fs, _join, _name, claim_output, input_fingerprint,
+                                       part_filename_provider, quarantined, read_output, write_openai_output)
 from .planner import check_resources, planned_layout
 from .progress import ProgressCounter, plot_summary, progress_loop, quiet_ray_data
 
@@ -42,16 +42,17 @@ from .progress import ProgressCounter, plot_summary, progress_loop, quiet_ray_da
 ANSWER_COLUMNS = ["generated_text", "finish_reason", "generated_texts", "finish_reasons", "prompt_tokens",
                   "output_tokens", "logprobs", "error", "started_at", "finished_at"]  # logprobs: JSON, when asked for
 DEFAULT_SAMPLING = dict(max_tokens=256, temperature=0.0)
-DEFAULT_BATCH_SIZE = 32  # rows per hand-off to an engine: small, so the dispatcher can balance the engines
+DEFAULT_BATCH_SIZE = 256  # most rows per hand-off to the dispatcher, which splits a batch between engines as they have room
 DIED = "died while answering"  # how the dispatcher records an engine that died mid-job (a start failure says more)
 ENGINE_RESTARTS = 3  # engines started in place of dead ones, per replica (Ray Data LLM restarts its engines too)
 KILLED_ENGINE = "killed the engine"  # the error kind of a row that an engine died on each time, the last time alone
+SUMMARY_COLUMNS = ["id", "error", "finish_reason", "output_tokens", "replica"]  # what the summary reads back
 MAX_NUM_SEQS_HINT = 1024  # the most sequences vLLM schedules by default (an H100): sizes the queue before engines say
 
 # %% auto #0
 __all__ = ['ANSWER_COLUMNS', 'DEFAULT_SAMPLING', 'DEFAULT_BATCH_SIZE', 'DIED', 'ENGINE_RESTARTS', 'KILLED_ENGINE',
-           'MAX_NUM_SEQS_HINT', 'RETRIED_ON_RESUME', 'Dispatcher', 'batch_plan', 'answer', 'Summary', 'run_batch',
-           'sample_prompts_path']
+           'SUMMARY_COLUMNS', 'MAX_NUM_SEQS_HINT', 'RETRIED_ON_RESUME', 'Dispatcher', 'batch_plan', 'rows_per_file',
+           'answer', 'Summary', 'run_batch', 'sample_prompts_path']
 
 # %% ../nbs/03_batch_inference.ipynb #24fc98d3
 class Dispatcher:
@@ -180,16 +181,17 @@ async def _replace(self: Dispatcher, r: int) -> None:
 @patch
 async def _run(self: Dispatcher, i: int, rows: list[dict], idx: list[int], results: list, replicas: list,
                alone: bool = False) -> bool:
-    "Rows `idx` of `rows` through engine `i`: each answer lands in `results`/`replicas` as it streams back and frees its slot at once. Whether the engine died meanwhile (the rows it had not answered stay None)."
+    "Rows `idx` of `rows` through engine `i`: answers land in `results`/`replicas` as they stream back and free their slots at once. Whether the engine died meanwhile (the rows it had not answered stay None)."
     held, engine = len(idx), self.engines.get(i)
     try:
         if engine is None:  # buried since `_acquire` chose it: these rows go round again
             return False
         async for ref in engine.stream.options(num_returns="streaming").remote([rows[k] for k in idx]):
-            j, answer = await ref
-            results[idx[j]], replicas[idx[j]] = answer, self.replica[i]
-            held -= 1
-            await self._release(i, 1)
+            done = await ref  # every row the engine finished since its last hand-off
+            for j, answer in done:
+                results[idx[j]], replicas[idx[j]] = answer, self.replica[i]
+            held -= len(done)
+            await self._release(i, len(done))
         return False
     except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
         if not _engine_died(e):
@@ -268,9 +270,17 @@ def batch_plan(
     per = max(1, rows_in_flight // bs)  # batches that fill one engine
     return bs, engines * (per + max(per, 4))
 
+def rows_per_file(
+    rows: int,  # request rows this run answers
+    engines: int,  # engines answering them
+    batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to the dispatcher
+) -> int:
+    "Rows one part file gathers before it is written: about 1/64 of the run, at least one batch (`batch_plan`), at most 10 000."
+    return max(batch_plan(rows, engines, batch_size)[0], min(10_000, rows // 64))
+
 # %% ../nbs/03_batch_inference.ipynb #1fa7ba4b
 def answer(
-    requests: pd.DataFrame,  # request rows (`normalize_requests`): messages, sampling, error, ...
+    requests: pd.DataFrame | ray.data.Dataset,  # request rows (`normalize_requests`): messages, sampling, error, ...
     engines: list,  # started engine actors
     starts: list,  # what `start_engines` returned for them, or the refs of their `start` calls still under way
     batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine
@@ -278,12 +288,14 @@ def answer(
     progress=None,  # a `ProgressCounter`
     start_timeout_s: float = ENGINE_START_TIMEOUT_S,  # how long each engine may take to be ready
     restarts: int = ENGINE_RESTARTS,  # engines started in place of dead ones, per replica (needs `Engines`)
+    rows: int | None = None,  # how many rows `requests` holds, when it is a Dataset
 ) -> ray.data.Dataset:
     "A Ray Data stream of `requests` with their answers: small batches through one `Dispatcher` that keeps every ready engine full."
     known = [s for s in starts if isinstance(s, dict)]
     cap = rows_in_flight or 2 * min((s["max_num_seqs"] for s in known), default=MAX_NUM_SEQS_HINT)
-    bs, in_flight = batch_plan(len(requests), len(engines), batch_size, cap)
-    ds = ray.data.from_pandas([requests.iloc[i:i + bs] for i in range(0, len(requests), bs)])
+    table = isinstance(requests, pd.DataFrame)
+    bs, in_flight = batch_plan(len(requests) if table else rows, len(engines), batch_size, cap)
+    ds = ray.data.from_pandas([requests.iloc[i:i + bs] for i in range(0, len(requests), bs)]) if table else requests
     pool = ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=in_flight,
                                       max_concurrent_calls_per_actor=in_flight)
     return ds.map_batches(Dispatcher, batch_size=bs, batch_format="pandas", num_cpus=0, compute=pool,
@@ -295,10 +307,6 @@ def answer(
 
 # %% ../nbs/03_batch_inference.ipynb #r1a00002
 RETRIED_ON_RESUME = ("engine error",)  # error kinds a resume always runs again: vLLM failed the request, not the row
-
-def _request_sha(messages: str, sampling: str | None) -> str:
-    "A request's fingerprint: SHA-256 of its conversation and sampling (as `normalize_requests` wrote them), 16 hex digits."
-    return hashlib.sha256(json.dumps([messages, sampling]).encode()).hexdigest()[:16]
 
 def _todo(
     requests: pd.DataFrame,  # this input's request rows, with `request_sha`
@@ -317,6 +325,16 @@ def _todo(
     todo = new | failed | changed
     earlier = pd.Series([e for e, t in zip(err, todo) if t], dtype=object)  # object: None stays None
     return requests[todo].reset_index(drop=True).assign(earlier_error=earlier)
+
+def _finish(
+    block: pd.DataFrame,  # rows of a streamed input, as `_normalize_block` left them
+    settled,  # the whole input's `Settled` (`read_requests`)
+    done,  # what the output folder holds (`read_output`'s id, error, request_sha), or a Ray reference to it
+    retry_failed: bool = False,  # also run again rows that failed for any reason
+) -> pd.DataFrame:
+    "A streamed block's rows as this run answers them: ids settled (`settle_block`), only the rows `_todo` picks."
+    done = ray.get(done) if isinstance(done, ray.ObjectRef) else done
+    return _todo(settle_block(block, settled), done, retry_failed)
 
 # %% ../nbs/03_batch_inference.ipynb #c8bac668
 def _cores(cores: list[int]) -> str:
@@ -430,13 +448,13 @@ def _say(msg: str, show: bool) -> None:
 
 # %% ../nbs/03_batch_inference.ipynb #552b7f0b
 def run_batch(
-    input: str | os.PathLike,  # JSONL, Parquet or CSV: `messages`, `prompt`, or OpenAI Batch API requests
-    output: str | os.PathLike,  # output folder; re-running with the same folder resumes (skips ids already there)
+    input: str | os.PathLike,  # JSONL, Parquet or CSV file(s): a file, a folder or a glob, local or a URI (s3://...)
+    output: str | os.PathLike,  # output folder, local or s3://; re-running with the same folder resumes (skips ids already there)
     model: str | None = None,  # model name or path; None: the embedded tiny model
     tensor_parallel_size: int | None = None,  # devices per engine (one STRICT_PACK group each); None: planned
     replicas: int | None = None,  # engines (data parallelism); devices = replicas x TP; None: planned (GPU) or 1
     sampling: dict | None = None,  # SamplingParams fields; default max_tokens=256, temperature=0; a row's own win
-    batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to an engine: small, so the engines stay balanced
+    batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to the dispatcher
     rows_in_flight: int | None = None,  # rows each engine holds at once; None: twice its max_num_seqs
     address: str | None = None,  # an existing Ray cluster ("auto", "ray://..."); None: a private local one
     device: Literal["auto", "gpu", "cpu"] = "auto",  # where the engines run; "auto": gpu when the cluster has GPUs
@@ -460,7 +478,9 @@ def run_batch(
     check_positive_int(engine_restarts, "engine_restarts", least=0)
     if rows_in_flight is not None:
         check_positive_int(rows_in_flight, "rows_in_flight")
-    requests, kind = normalize_requests(read_table(input))  # all input errors surface here, before Ray or engines
+    files = input_files(input)  # a missing input or an unknown format: an InputError before Ray starts
+    in_driver = files.local and len(files.paths) == 1 and files.size <= DRIVER_READ_BYTES
+    requests = read_requests(files) if in_driver else None  # a small file's errors, too, come before Ray starts
     sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
     from vllm import SamplingParams
     try:
@@ -471,25 +491,34 @@ def run_batch(
         device = detect_device()
     if device == "cpu":  # the planner is for GPUs; on CPU an unset layout is 1 x 1
         replicas, tensor_parallel_size = replicas or 1, tensor_parallel_size or 1
-    model_name, stats, output = str(model) if model is not None else "tiny-chat", None, Path(output)
-    requests["request_sha"] = [_request_sha(m, s) for m, s in zip(requests["messages"], requests["sampling"])]
+    model_name, stats, output = str(model) if model is not None else "tiny-chat", None, _folder(output)
     settings = dict(model=model_name, sampling=sampling,  # what shapes the answers (not `EchoEngine`'s drill options)
                     engine_kwargs={k: v for k, v in (engine_kwargs or {}).items() if k != "echo"})
-    with claim_output(output, input_fingerprint(input), kind, accept_changed_input, settings,
-                      accept_changed_settings) as claim, contextlib.ExitStack() as stack:
-        done = read_output(output)
-        todo = _todo(requests, done, retry_failed)
+    with contextlib.ExitStack() as stack:
+        def ray_up() -> None:
+            "Join `address`, or start a private Ray that dies with us (even on SIGKILL); once."
+            if ray.is_initialized():
+                return
+            n_cpus = replicas * tensor_parallel_size + 2 if device == "cpu" else None  # logical: ranks + I/O
+            init_ray(address, num_cpus=n_cpus, log_to_driver=verbose,  # engines log a lot: hidden unless asked
+                     logging_level=logging.INFO if verbose else logging.ERROR)
+            stack.callback(ray.shutdown)
+            if address is None:
+                stack.callback(reap_on_exit().kill)  # a clean exit stops the watchdog first
+        if requests is None:  # a big, remote or many-file input streams through Ray Data
+            ray_up()
+            with quiet_ray_data(not verbose):
+                requests = read_requests(files)
+        kind = requests.settled.kind
+        claim = stack.enter_context(claim_output(output, input_fingerprint(files), kind, accept_changed_input, settings,
+                                                 accept_changed_settings))
+        done = read_output(output, columns=["id", "error", "request_sha"])
+        todo = _todo(requests.index, done, retry_failed)  # this run's ids (and earlier errors), from the ids alone
         if len(todo):
             if model is None and engine_cls is None:
                 _say("preparing the embedded tiny model (built once per machine, about a minute)", progress)
                 resolve_model(model)  # here once; an engine on another node builds its own copy
-            if not ray.is_initialized():
-                n_cpus = replicas * tensor_parallel_size + 2 if device == "cpu" else None  # logical: ranks + I/O
-                init_ray(address, num_cpus=n_cpus, log_to_driver=verbose,  # engines log a lot: hidden unless asked
-                         logging_level=logging.INFO if verbose else logging.ERROR)
-                stack.callback(ray.shutdown)
-                if address is None:  # our private Ray dies with us, even on SIGKILL
-                    stack.callback(reap_on_exit().kill)  # a clean exit stops the watchdog first
+            ray_up()
             device = cluster_device() if device == "auto" else device  # joined a cluster: its GPUs, not ours
             if replicas is None or tensor_parallel_size is None:
                 replicas, tensor_parallel_size = planned_layout(model, device, replicas, tensor_parallel_size)
@@ -505,12 +534,18 @@ def run_batch(
                                                         engine_kwargs, counter, engine_cls or EngineActor))
             starts = [e.start.remote() for e in engines]  # Ray Data spins up while the engines load
             with quiet_ray_data(not verbose):
-                results = answer(todo, engines, starts, batch_size, rows_in_flight, counter, start_timeout_s,
-                                 engine_restarts)
+                rows = _todo(requests.table, done, retry_failed) if requests.table is not None else requests.blocks.map_batches(
+                    _finish, batch_format="pandas", batch_size=None,
+                    fn_kwargs=dict(settled=requests.settled, done=ray.put(done), retry_failed=retry_failed))
+                results = answer(rows, engines, starts, batch_size, rows_in_flight, counter, start_timeout_s,
+                                 engine_restarts, rows=len(todo))
                 write = results.write_parquet if output_format == "parquet" else results.write_json
                 try:
-                    write(str(output), filename_provider=part_filename_provider(claim.run_id, output_format),
-                          ray_remote_args=dict(num_cpus=0, scheduling_strategy=node_affinity()))  # parts: on this disk
+                    fs, where = _fs(output) if isinstance(output, str) else (None, str(output))  # the filesystem
+                    write(where, filesystem=fs, filename_provider=part_filename_provider(claim.run_id, output_format),
+                          min_rows_per_file=rows_per_file(len(todo), replicas, batch_size), concurrency=2,  # few files, few writers
+                          ray_remote_args=dict(num_cpus=0, **({} if isinstance(output, str) else  # a local folder:
+                                               dict(scheduling_strategy=node_affinity()))))  # parts on this node's disk
                 except Exception as e:  # Ray Data wraps what the dispatcher raised
                     if "EnginesDied" not in f"{type(e).__name__} {e}":
                         raise
@@ -518,13 +553,14 @@ def run_batch(
                     raise EnginesDied(f"every engine died; the rows answered so far are in {output}: "
                                       "re-run the same command to resume") from None
             stats = ray.get(counter.get.remote())
-        final = read_output(output)  # inside the claim: only the owner may set torn parts aside
-    summary = _summarize(final, todo, len(requests) - len(todo), stats, t0, t_engines, output)
-    summary.quarantined = [p.name for p in quarantined(output)]
-    summary.renamed = requests.attrs.get("renamed", {})
+        final = read_output(output, columns=None if kind == "openai" else SUMMARY_COLUMNS)  # inside the claim: only
+        # the owner may set torn parts aside
+    summary = _summarize(final, todo, requests.settled.rows - len(todo), stats, t0, t_engines, output)
+    summary.quarantined = [_name(p) for p in quarantined(output)]
+    summary.renamed = requests.settled.renamed
     summary.rerun = int(todo["id"].isin(set(done["id"])).sum())
     if kind == "openai":
-        summary.openai_output = str(write_openai_output(final, output / "openai_batch_output.jsonl", model_name))
+        summary.openai_output = str(write_openai_output(final, _join(output, "openai_batch_output.jsonl"), model_name))
     if summary_plot:
         plot_summary(final, summary_plot)
     return summary

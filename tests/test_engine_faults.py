@@ -275,3 +275,44 @@ def test_a_replacement_that_fails_to_start_is_told_apart(tmp_path):
     assert (s.dead_engines, s.start_failures) == ([0], {})
     assert s.replacement_failures == {0: "an engine failed to start: RuntimeError: echo engine 0 was told to fail"}
     assert "replacements that did not start (the others finished the rows): {0: " in str(s)
+
+
+def test_a_folder_of_shards_streams_and_resumes(tmp_path):
+    """A folder of JSONL shards (and a hidden file and a `_SUCCESS` marker it skips) streams through Ray Data: every
+    row once, `input_row` counting across the files in order, a bad row that row's error, a content id repeated
+    across two files numbered, the summary's counts from the output alone; a re-run has nothing left to do."""
+    shards = tmp_path / "in"
+    shards.mkdir()
+    _write_jsonl(shards / "a.jsonl", [{"id": f"a{i}", "prompt": f"first file row {i}"} for i in range(30)]
+                 + [{"prompt": "same words"}])
+    _write_jsonl(shards / "b.jsonl", [{"prompt": "same words"}, {"id": "bad", "messages": [{"role": "robot", "content": "x"}]}]
+                 + [{"id": f"b{i}", "prompt": f"second file row {i}"} for i in range(20)])
+    (shards / "_SUCCESS").write_text("")
+    (shards / ".hidden.jsonl").write_text('{"id": "hidden", "prompt": "never read"}\n')
+    s = run_batch(shards, tmp_path / "o", engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False, replicas=2)
+    out = read_output(tmp_path / "o").sort_values("input_row")
+    assert (s.rows, s.new_rows, s.failed, s.errors) == (53, 53, 1, {"unknown role": 1}), s
+    assert list(out["input_row"]) == list(range(53)) and out["id"].is_unique and "hidden" not in set(out["id"])
+    same = list(out["id"][out["prompt"] == "same words"])
+    assert len(same) == 2 and same[1] == same[0] + "-2", same
+    assert list(out["id"][:2]) == ["a0", "a1"] and list(out["id"][-1:]) == ["b19"]
+    again = run_batch(shards, tmp_path / "o", engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False, replicas=2)
+    assert (again.new_rows, again.skipped, again.rows) == (0, 53, 53)
+
+
+def test_a_big_file_streams_like_a_small_one(tmp_path, monkeypatch):
+    """The same file read in the driver and, above the size limit (set to 0 here), by Ray Data gives the same rows;
+    ids repeated across blocks of the stream are still refused before any engine starts."""
+    import ray_vllm_tutorial.pipeline as pipeline
+    from ray_vllm_tutorial.inputs import InputError
+    inp = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"row {i}"} for i in range(50)] + [{"prompt": "row 3"}])
+    small = run_batch(inp, tmp_path / "small", engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
+    monkeypatch.setattr(pipeline, "DRIVER_READ_BYTES", 0)
+    big = run_batch(inp, tmp_path / "big", engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
+    cols = ["id", "input_row", "generated_text", "error"]
+    a, b = (read_output(tmp_path / o)[cols].sort_values("input_row").reset_index(drop=True) for o in ("small", "big"))
+    assert (small.rows, big.rows) == (51, 51) and a.equals(b)
+    dup = _write_jsonl(tmp_path / "dup.jsonl", [{"id": f"r{i}", "prompt": "x"} for i in range(5000)] + [{"id": "r7", "prompt": "y"}])
+    with pytest.raises(InputError, match=r"repeated: 'r7' \(lines 8, 5001\)"):
+        run_batch(dup, tmp_path / "dup", engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
+    assert not (tmp_path / "dup").exists()  # refused before the output folder was claimed

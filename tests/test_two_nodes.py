@@ -16,6 +16,8 @@ import pytest
 
 from ray_vllm_tutorial.outputs import read_output
 
+from conftest import BUCKET
+
 RAY = str(Path(sys.executable).with_name("ray"))
 CURRENT = Path("/tmp/ray/ray_current_cluster")  # `ray start --head` points plain `ray.init()` calls here
 
@@ -87,18 +89,22 @@ def two_nodes():
             CURRENT.unlink()
 
 
-def test_a_job_on_two_nodes(two_nodes, tmp_path):
-    "The command as a user runs it on a cluster (`--address`, the token in its environment): four engines on two 3-CPU nodes land on both, every id once, every part file in the driver's folder."
+def test_a_job_on_two_nodes(two_nodes, s3):
+    """The command as a user runs it on a cluster (`--address`, the token in its environment), input and output on
+    object storage: two JSONL shards read by Ray Data, four engines on two 3-CPU nodes land on both, every id once in
+    the bucket. The nodes were started without the bucket's endpoint: the filesystem the driver made travels with
+    the read and write tasks."""
     address, env, _ = two_nodes
-    inp = tmp_path / "in.jsonl"
     ids = [f"r{i:03d}" for i in range(120)]
-    inp.write_text("".join(json.dumps({"id": i, "messages": [{"role": "user", "content": "w " * 8}]}) + "\n" for i in ids))
+    for k in range(2):
+        s3.put_object(Bucket=BUCKET, Key=f"nodes/in/part-{k}.jsonl", Body="".join(
+            json.dumps({"id": i, "messages": [{"role": "user", "content": "w " * 8}]}) + "\n" for i in ids[k::2]).encode())
     exe = str(Path(sys.executable).with_name("ray-vllm-batch"))
-    r = subprocess.run([exe, str(inp), str(tmp_path / "out"), "--dry-run", "--replicas", "4", "--address", address],
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([exe, f"s3://{BUCKET}/nodes/in/", f"s3://{BUCKET}/nodes/out", "--dry-run", "--replicas", "4",
+                        "--address", address], env=dict(os.environ, **env), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "rows: 120 in" in r.stdout and "failed: 0" in r.stdout, r.stdout
-    assert sorted(read_output(tmp_path / "out")["id"]) == ids
+    assert f"rows: 120 in s3://{BUCKET}/nodes/out" in r.stdout and "failed: 0" in r.stdout, r.stdout
+    assert sorted(read_output(f"s3://{BUCKET}/nodes/out")["id"]) == ids
     engines = next(l for l in r.stdout.splitlines() if l.startswith("engines: "))
     nodes = {part.split(" on node ")[1].split()[0] for part in engines[len("engines: "):].split(", ")}
     assert len(nodes) == 2, engines  # engines on both nodes (3 CPUs each: at most 3 on one)
