@@ -80,6 +80,7 @@ def plot(folder: Path, png: Path) -> Path:
         b.plot([r["rows"] for r in runs], [r["driver_peak_rss_mb"] for r in runs], "o-", label=res["label"])
     for ax, title in ((a, "rows/s (dry run, no model)"), (b, "driver peak RSS (MB)")):
         ax.set_xscale("log")
+        ax.set_ylim(0, None)
         ax.set_xlabel("input rows")
         ax.set_title(title)
         ax.grid(alpha=0.3)
