@@ -667,6 +667,7 @@ def _listed(fs: pafs.FileSystem, root: str, pattern: str | None) -> list[pafs.Fi
 
 # %% ../nbs/03a_inputs.ipynb #s1a00003
 def input_files(given: str | os.PathLike, # a file, a folder or a glob; a local path or a URI (s3://, gs://, ...)
+                exclude: str | os.PathLike | None = None, # a folder to leave out: the job's output, if it is inside
                ) -> InputFiles:
     "The input's files, sorted, all of one format; `InputError` when there are none, or they cannot be read as one input."
     given = str(given)
@@ -680,6 +681,9 @@ def input_files(given: str | os.PathLike, # a file, a folder or a glob; a local 
             found = [info]
         elif info.type == pafs.FileType.Directory:
             found = _listed(fs, path.rstrip("/"), pattern)
+            if exclude is not None:  # a re-run must not read its own results as input
+                skip = _filesystem(str(exclude))[1].rstrip("/") + "/"
+                found = [i for i in found if not i.path.startswith(skip)]
         else:
             raise InputError(f"input file not found: {given}")
     except (OSError, pa.ArrowException, ValueError) as e:  # no such bucket, no credentials, a scheme nobody knows

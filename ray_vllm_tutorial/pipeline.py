@@ -478,7 +478,7 @@ def run_batch(
     check_positive_int(engine_restarts, "engine_restarts", least=0)
     if rows_in_flight is not None:
         check_positive_int(rows_in_flight, "rows_in_flight")
-    files = input_files(input)  # a missing input or an unknown format: an InputError before Ray starts
+    files = input_files(input, exclude=output)  # a missing input or an unknown format: an InputError before Ray starts
     in_driver = files.local and len(files.paths) == 1 and files.size <= DRIVER_READ_BYTES
     requests = read_requests(files) if in_driver else None  # a small file's errors, too, come before Ray starts
     sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
