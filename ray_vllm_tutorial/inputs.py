@@ -494,13 +494,16 @@ def _rides_along(values: list) -> list:
     return vals
 
 # %% ../nbs/03a_inputs.ipynb #47663e4b
+def _used(kind: str) -> set:
+    "The input columns a request of this kind is made from (the others ride along)."
+    return {"custom_id"} if kind == "openai" else {"id", "messages"} | set(PER_ROW_SAMPLING)
+
 def _renamed(columns: list, # the input's own columns
              kind: str, # the input kind
             ) -> dict:
     "Input columns the job writes itself, each with the name it rides along under: `input_<name>`."
-    used = {"custom_id"} if kind == "openai" else {"id", "messages"} | set(PER_ROW_SAMPLING)
     taken = JOB_COLUMNS - ({"custom_id"} if kind != "openai" else set())  # names the job writes
-    return {c: f"input_{c}" for c in sorted(set(columns) - used) if c in taken}
+    return {c: f"input_{c}" for c in sorted(set(columns) - _used(kind)) if c in taken}
 
 def _request_sha(messages: str, sampling: str | None) -> str:
     "A request's fingerprint: SHA-256 of its conversation and sampling (as the request table holds them), 16 hex digits: a resumed job runs a row again when it changed."
@@ -514,7 +517,7 @@ def _normalize_block(df: pd.DataFrame, # input rows, as a reader gives them (all
     try:
         kind = kind or _kind(cols)
     except InputError:
-        kind = "none"  # these rows cannot say what they are: the whole input decides (`settle_requests`)
+        kind = "none"  # these rows cannot say what they are: the whole input decides (`settle_ids`)
     rows = df.to_dict("records")
     given = [_given_id(r.get("custom_id" if kind == "openai" else "id")) for r in rows]
     reqs = [_request(kind, r) if kind != "none" else (None, None, "no usable column") for r in rows]
@@ -523,9 +526,8 @@ def _normalize_block(df: pd.DataFrame, # input rows, as a reader gives them (all
         "messages": [json.dumps(m if isinstance(m, list) else _jsonable(m), default=str) for m, _, _ in reqs],
         "sampling": pd.Series([None if s is None else json.dumps(s) for _, s, _ in reqs], dtype=object),
         "error": pd.Series([id_err or err for (_, id_err), (_, _, err) in zip(given, reqs)], dtype=object)})
-    used = {"custom_id"} if kind == "openai" else {"id", "messages"} | set(PER_ROW_SAMPLING)
     renamed = _renamed(cols, kind)
-    for c in sorted(set(cols) - used):  # the input's own columns ride along, never under a name the job writes
+    for c in sorted(set(cols) - _used(kind)):  # the input's own columns ride along, never under a name the job writes
         out[renamed.get(c, c)] = pd.Series(_rides_along(list(df[c])), dtype=object)
     out["request_sha"] = [_request_sha(m, s) for m, s in zip(out["messages"], out["sampling"])]
     out["_derived"] = pd.Series([None if g is not None else _content_id(_canonical(m, s))
@@ -633,6 +635,10 @@ class InputFiles:
     def local(self) -> bool:
         "Whether the files are on this machine's disk (a multi-node job then reads them on this node)."
         return isinstance(self.filesystem, pafs.LocalFileSystem)
+
+    def fits_driver(self, limit: int) -> bool:
+        "Whether the input is one local file of at most `limit` bytes: read in the driver, not streamed."
+        return self.local and len(self.paths) == 1 and self.size <= limit
 
     def name(self, i: int) -> str:
         "File `i` as messages name it: as the user gave it when they gave this one file, else its path."
@@ -773,7 +779,7 @@ def read_requests(input: str | os.PathLike | InputFiles, # a file, a folder or a
                  ) -> Requests:
     "The input's requests: read and checked in the driver (a small local file) or by Ray Data (anything else; Ray must be running); `InputError` if the input cannot be used."
     files = input if isinstance(input, InputFiles) else input_files(input)
-    if files.local and len(files.paths) == 1 and files.size <= driver_read_bytes:
+    if files.fits_driver(driver_read_bytes):
         with open(files.paths[0], "rb") as f:
             df = _whole(_file_blocks(files, 0, f, rows_per_block=2**62))
         if df.empty:

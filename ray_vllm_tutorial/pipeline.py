@@ -479,8 +479,8 @@ def run_batch(
     if rows_in_flight is not None:
         check_positive_int(rows_in_flight, "rows_in_flight")
     files = input_files(input, exclude=output)  # a missing input or an unknown format: an InputError before Ray starts
-    in_driver = files.local and len(files.paths) == 1 and files.size <= DRIVER_READ_BYTES
-    requests = read_requests(files) if in_driver else None  # a small file's errors, too, come before Ray starts
+    requests = read_requests(files, DRIVER_READ_BYTES) if files.fits_driver(DRIVER_READ_BYTES) else None  # a small
+    # file's errors, too, come before Ray starts
     sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
     from vllm import SamplingParams
     try:
@@ -508,7 +508,7 @@ def run_batch(
         if requests is None:  # a big, remote or many-file input streams through Ray Data
             ray_up()
             with quiet_ray_data(not verbose):
-                requests = read_requests(files)
+                requests = read_requests(files, DRIVER_READ_BYTES)
         kind = requests.settled.kind
         claim = stack.enter_context(claim_output(output, input_fingerprint(files), kind, accept_changed_input, settings,
                                                  accept_changed_settings))

@@ -307,8 +307,12 @@ def test_a_big_file_streams_like_a_small_one(tmp_path, monkeypatch):
     from ray_vllm_tutorial.inputs import InputError
     inp = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"row {i}"} for i in range(50)] + [{"prompt": "row 3"}])
     small = run_batch(inp, tmp_path / "small", engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
+    import ray_vllm_tutorial.inputs as inputs
+    streamed, read_in_ray = [], inputs._read_in_ray
+    monkeypatch.setattr(inputs, "_read_in_ray", lambda *a, **k: streamed.append(1) or read_in_ray(*a, **k))
     monkeypatch.setattr(pipeline, "DRIVER_READ_BYTES", 0)
     big = run_batch(inp, tmp_path / "big", engine_cls=EchoEngine, engine_kwargs=ECHO, progress=False)
+    assert streamed == [1]  # read by Ray Data, not in the driver
     cols = ["id", "input_row", "generated_text", "error"]
     a, b = (read_output(tmp_path / o)[cols].sort_values("input_row").reset_index(drop=True) for o in ("small", "big"))
     assert (small.rows, big.rows) == (51, 51) and a.equals(b)
