@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "enable_prefix_caching=true, ...); VALUE is read as JSON when it parses, else as a string")
     job.add_argument("--dry-run", action="store_true", help="no model, no GPU: EchoEngine answers each row with its last "
                      "message's words (checks input, output folder and resume; --engine-arg echo='{\"token_s\": 0.05}' slows it)")
-    s = p.add_argument_group("sampling (the job's defaults; a row's own fields win)")
+    s = p.add_argument_group("sampling (the job's defaults; a row's own `sampling` object, or an OpenAI body's fields, wins)")
     for field, kind in PER_ROW_SAMPLING.items():
         typ = {"integer": int, "number": float}.get(kind, _json_or_str)
         default = f" (default: {DEFAULT_SAMPLING[field]})" if field in DEFAULT_SAMPLING else ""

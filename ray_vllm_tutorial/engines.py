@@ -190,7 +190,7 @@ ECHO_SIZES = dict(max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=20
 ECHO_TOKEN_S = 0.005  # seconds per echoed word, unless `engine_kwargs["echo"]["token_s"]` says otherwise
 
 class EchoEngine:
-    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds. For drills it can die after `die_after` rows (its first engine of a replica only: a replacement lives), die on any row holding the word `poison`, fail rows holding the word `flaky` as vLLM fails a request, hold its rows forever (`hang`), fail or hang in `start` (`start`; the engines that replace dead ones: `replacement_start`), and run a child process standing in for vLLM's engine core (`child`). For tests and dry runs."
+    "A stand-in for `EngineActor` with the same methods and no model: answers each row with the words of its last message, one word per `token_s` seconds. For drills it can die after `die_after` rows (its first engine of a replica only: a replacement lives), die on any row holding the word `poison`, fail rows holding the word `flaky` as vLLM fails a request, hold its rows forever (`hang`), fail, hang or take that many seconds in `start` (`start`; the engines that replace dead ones: `replacement_start`), and run a child process standing in for vLLM's engine core (`child`). For tests and dry runs."
     def __init__(self, replica: int, model: str, tensor_parallel_size: int, device: str, sampling: dict,
                  engine_kwargs: dict, progress=None, restart: int = 0):
         self.replica, self.sampling, self.progress, self.restart = replica, dict(sampling), progress, restart
@@ -198,7 +198,7 @@ class EchoEngine:
         self.token_s, self.hang, self.poison = opts.get("token_s", ECHO_TOKEN_S), opts.get("hang", False), opts.get("poison")
         self.flaky = opts.get("flaky")  # a word: rows holding it fail as vLLM fails a request (`engine error`)
         self.die_after = {int(k): v for k, v in opts.get("die_after", {}).items()}.get(replica) if restart == 0 else None
-        starts = opts.get("start" if restart == 0 else "replacement_start", {})  # replica -> "fail" or "hang"
+        starts = opts.get("start" if restart == 0 else "replacement_start", {})  # replica -> "fail", "hang" or seconds
         self.on_start = {int(k): v for k, v in starts.items()}.get(replica)
         self.child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"]) if opts.get("child") else None
         self.answered = self.holding = 0
@@ -209,6 +209,8 @@ class EchoEngine:
             raise RuntimeError(f"echo engine {self.replica} was told to fail")
         if self.on_start == "hang":
             await asyncio.sleep(3600)
+        if isinstance(self.on_start, (int, float)):
+            await asyncio.sleep(self.on_start)  # a slow start: ready after the others
         return await _started(self, ECHO_SIZES)
 
     async def _answer(self, row: dict) -> dict:

@@ -305,6 +305,25 @@ def _row_sampling_fields(given: dict, # field -> value as the row gave it (None/
     err = _vllm_rejects_json(json.dumps(out, sort_keys=True))
     return (None, err) if err else (out, None)
 
+# %% ../nbs/03a_inputs.ipynb #s1a00015
+def _sampling_object(value: Any, # a row's `sampling` cell: an object, JSON text of one, or missing
+                    ) -> tuple[dict, str | None]:
+    "The fields a row's `sampling` cell sets (`{}` when it is missing) and the row's error when it is not an object of per-row fields."
+    v = _jsonable(value)
+    if v is None or v == "":
+        return {}, None
+    if isinstance(v, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            v = json.loads(v)
+    if isinstance(v, list) and all(isinstance(kv, tuple) and len(kv) == 2 for kv in v):
+        v = dict(v)  # a Parquet map column: key-value pairs
+    if not isinstance(v, dict):
+        return {}, f"bad sampling: must be an object of per-row fields, got {value!r}"
+    unknown = sorted(set(v) - set(PER_ROW_SAMPLING))
+    if unknown:
+        return {}, f"bad sampling: unknown field(s) {unknown}; the per-row fields are {', '.join(PER_ROW_SAMPLING)}"
+    return v, None
+
 # %% ../nbs/03a_inputs.ipynb #49aa2144
 def row_sampling(defaults: dict, # the job's sampling settings (`SamplingParams` fields)
                  sampling_json: str | None, # a request's `sampling` column: JSON of its overrides, or None
@@ -446,7 +465,7 @@ def _request(kind: str, # 'openai', 'messages' or 'prompt'
         msgs, p = row.get("messages"), _jsonable(row.get("prompt"))
         if _jsonable(msgs) is None and (kind == "prompt" or p is not None):  # a prompt is one user message
             msgs = [{"role": "user", "content": "" if p is None else p}]
-        given, err, types = {k: row[k] for k in PER_ROW_SAMPLING if k in row}, None, PER_ROW_SAMPLING
+        (given, err), types = _sampling_object(row.get("sampling")), PER_ROW_SAMPLING
     msgs = _as_messages(msgs)
     sampling, sampling_err = _row_sampling_fields(given, types)
     msgs_err = _validate_messages(msgs)
@@ -496,7 +515,13 @@ def _rides_along(values: list) -> list:
 # %% ../nbs/03a_inputs.ipynb #47663e4b
 def _used(kind: str) -> set:
     "The input columns a request of this kind is made from (the others ride along)."
-    return {"custom_id"} if kind == "openai" else {"id", "messages"} | set(PER_ROW_SAMPLING)
+    return {"custom_id"} if kind == "openai" else {"id", "messages", "sampling"}
+
+def _like_sampling(columns: list, # the input's own columns
+                   kind: str, # the input kind
+                  ) -> list:
+    "Columns of a `messages`/`prompt` input named like a per-row sampling field: data that rides along (the job names them, in case they were meant as sampling)."
+    return [] if kind == "openai" else sorted(set(columns) & set(PER_ROW_SAMPLING))
 
 def _renamed(columns: list, # the input's own columns
              kind: str, # the input kind
@@ -549,6 +574,7 @@ class Settled:
     renumbered: dict  # (file, pos) -> id, for content ids that repeat (their '-2', '-3', ...)
     offsets: list  # file -> input_row of its first row
     renamed: dict  # input column -> its name in the results
+    like_sampling: list = dataclasses.field(default_factory=list)  # columns named like sampling fields (`_like_sampling`)
 
 def _settled_ids(block: pd.DataFrame, # `_normalize_block` rows of the whole input, in input order
                 ) -> list[str]:
@@ -573,7 +599,7 @@ def settle_ids(index: pd.DataFrame, # every row's `id`, `_derived`, `_file`, `_p
     n_files = int(index["_file"].max()) + 1 if len(index) else 0
     offsets = list(np.cumsum([0] + [int(counts.get(f, 0)) for f in range(n_files)])[:-1]) if n_files else []
     return Settled(kind, len(index), {(int(index["_file"][k]), int(index["_pos"][k])): ids[k] for k in changed},
-                   [int(o) for o in offsets], _renamed(cols, kind))
+                   [int(o) for o in offsets], _renamed(cols, kind), _like_sampling(cols, kind))
 
 def _seen(block: pd.DataFrame) -> tuple[set, list]:
     "The kinds and the input columns that `_normalize_block` rows record (`_kind`, `_cols`)."
@@ -616,6 +642,7 @@ def normalize_requests(df: pd.DataFrame, # an input table, as `read_table` retur
     settled = settle_ids(block, *_seen(block))
     out = settle_block(block, settled)
     out.attrs["renamed"] = settled.renamed  # input column -> its name in the results (the job says so)
+    out.attrs["like_sampling"] = settled.like_sampling  # columns named like sampling fields (the job names them)
     return out, settled.kind
 
 # %% ../nbs/03a_inputs.ipynb #s1a00002
@@ -785,7 +812,7 @@ def read_requests(input: str | os.PathLike | InputFiles, # a file, a folder or a
         if df.empty:
             raise InputError(f"{files.given} holds no rows")
         table, kind = normalize_requests(df)
-        settled = Settled(kind, len(table), {}, [0], table.attrs["renamed"])
+        settled = Settled(kind, len(table), {}, [0], table.attrs["renamed"], table.attrs["like_sampling"])
         return Requests(files, settled, table[["id", "request_sha"]], table=table)
     blocks, index, kinds, cols = _read_in_ray(files, rows_per_block)
     if not len(index):

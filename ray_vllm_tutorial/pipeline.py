@@ -373,6 +373,7 @@ class Summary:
     quarantined: list = dataclasses.field(default_factory=list)  # torn part files renamed `.torn` (their rows re-run)
     rerun: int = 0  # rows of this run that were in the folder already: an earlier error, or a changed request
     renamed: dict = dataclasses.field(default_factory=dict)  # input column -> its name in the results (the job writes the first)
+    like_sampling: list = dataclasses.field(default_factory=list)  # input columns named like sampling fields: kept as data
 
     def __str__(self) -> str:
         "What the CLI prints at the end of a job."
@@ -400,6 +401,9 @@ class Summary:
             lines.append(f"torn part files set aside (their rows were run again): {self.quarantined}")
         if self.renamed:
             lines.append(f"input columns renamed (the job writes these names): {self.renamed}")
+        if self.like_sampling:
+            lines.append(f"input columns named like sampling fields, kept as data (a row's own sampling goes in its "
+                         f"`sampling` object): {self.like_sampling}")
         if self.openai_output:
             lines.append(f"OpenAI batch output: {self.openai_output}")
         return "\n".join(lines)
@@ -453,7 +457,7 @@ def run_batch(
     model: str | None = None,  # model name or path; None: the embedded tiny model
     tensor_parallel_size: int | None = None,  # devices per engine (one STRICT_PACK group each); None: planned
     replicas: int | None = None,  # engines (data parallelism); devices = replicas x TP; None: planned (GPU) or 1
-    sampling: dict | None = None,  # SamplingParams fields; default max_tokens=256, temperature=0; a row's own win
+    sampling: dict | None = None,  # SamplingParams fields; default max_tokens=256, temperature=0; a row's `sampling` object wins
     batch_size: int = DEFAULT_BATCH_SIZE,  # most rows per hand-off to the dispatcher
     rows_in_flight: int | None = None,  # rows each engine holds at once; None: twice its max_num_seqs
     address: str | None = None,  # an existing Ray cluster ("auto", "ray://..."); None: a private local one
@@ -557,7 +561,7 @@ def run_batch(
         # the owner may set torn parts aside
     summary = _summarize(final, todo, requests.settled.rows - len(todo), stats, t0, t_engines, output)
     summary.quarantined = [_name(p) for p in quarantined(output)]
-    summary.renamed = requests.settled.renamed
+    summary.renamed, summary.like_sampling = requests.settled.renamed, requests.settled.like_sampling
     summary.rerun = int(todo["id"].isin(set(done["id"])).sum())
     if kind == "openai":
         summary.openai_output = str(write_openai_output(final, _join(output, "openai_batch_output.jsonl"), model_name))

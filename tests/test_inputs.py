@@ -41,16 +41,34 @@ def test_columns_contract(tmp_path):
 def test_per_row_sampling_is_used(tmp_path, kind, row):
     # finding 6: old code carried `max_tokens` along as an input column and never used it
     fields = {"max_tokens": 7, "temperature": 0.5, "top_p": 0.9, "n": 2, "stop": ["."], "seed": 3}
-    reqs, k = _load(_jsonl(tmp_path / "a.jsonl", [{**row, **fields}, row]))
+    reqs, k = _load(_jsonl(tmp_path / "a.jsonl", [{**row, "sampling": fields}, row]))
     assert k == kind and list(reqs["error"]) == [None, None]
     assert row_sampling({"max_tokens": 256, "temperature": 0.0}, reqs["sampling"][0]) == fields
     assert row_sampling({"max_tokens": 256, "temperature": 0.0}, reqs["sampling"][1]) == {"max_tokens": 256,
                                                                                        "temperature": 0.0}
-    assert not set(fields) & set(reqs.columns)  # used, not carried along
+    assert "input_sampling" not in reqs  # used, not carried along
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_columns_named_like_sampling_fields_are_data(tmp_path, suffix):
+    # issue 21: a CSV whose `n` numbers its rows asked for 500 samples on row 500
+    rows = pd.DataFrame({"prompt": ["a", "b"], "n": [1, 500], "seed": [7, 8], "max_tokens": [3, 4]})
+    p = tmp_path / f"a.{suffix}"
+    rows.to_csv(p, index=False) if suffix == "csv" else _jsonl(p, rows.to_dict("records"))
+    reqs, _ = _load(p)
+    assert list(reqs["sampling"]) == [None, None] and list(reqs["error"]) == [None, None]
+    assert [str(v) for v in reqs["n"]] == ["1", "500"] and reqs.attrs["like_sampling"] == ["max_tokens", "n", "seed"]
+
+
+def test_per_row_sampling_from_parquet_struct(tmp_path):
+    p = tmp_path / "a.parquet"
+    pd.DataFrame({"prompt": ["a", "b"], "sampling": [{"max_tokens": 5, "seed": None}, None]}).to_parquet(p)
+    reqs, _ = _load(p)
+    assert json.loads(reqs["sampling"][0]) == {"max_tokens": 5} and reqs["sampling"][1] is None
 
 
 def test_per_row_sampling_from_csv_text(tmp_path):
-    (tmp_path / "a.csv").write_text("prompt,max_tokens,stop\nhi,5,END\nyo,,\n")
+    (tmp_path / "a.csv").write_text('prompt,sampling\nhi,"{""max_tokens"": ""5"", ""stop"": ""END""}"\nyo,\n')
     reqs, _ = _load(tmp_path / "a.csv")
     assert json.loads(reqs["sampling"][0]) == {"max_tokens": 5, "stop": "END"} and reqs["sampling"][1] is None
 
@@ -66,7 +84,7 @@ def test_per_row_sampling_from_csv_text(tmp_path):
 ])
 def test_bad_per_row_sampling_is_that_rows_error(tmp_path, field, value, error):
     # finding 6: old code never looked at these fields on prompt rows
-    reqs, _ = _load(_jsonl(tmp_path / "a.jsonl", [{"prompt": "ok"}, {"prompt": "bad", field: value}]))
+    reqs, _ = _load(_jsonl(tmp_path / "a.jsonl", [{"prompt": "ok"}, {"prompt": "bad", "sampling": {field: value}}]))
     assert list(reqs["error"]) == [None, error] and reqs["sampling"][1] is None
 
 
@@ -129,7 +147,7 @@ def test_generated_ids_come_from_content_not_position(tmp_path):
     assert list(after["id"][1:]) == list(before["id"])
     a, b, a2 = before["id"]
     assert a.startswith("row-") and len(a) == len("row-") + 12 and a2 == f"{a}-2" and b != a
-    with_sampling, _ = _load(_jsonl(tmp_path / "c.jsonl", [{"prompt": "a", "max_tokens": 5}]))
+    with_sampling, _ = _load(_jsonl(tmp_path / "c.jsonl", [{"prompt": "a", "sampling": {"max_tokens": 5}}]))
     assert with_sampling["id"][0] != a  # a different request: a different id
 
 
