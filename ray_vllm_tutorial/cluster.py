@@ -64,6 +64,7 @@ def _serve_local_cluster(nodes: int, gpus_per_node: int, cpus_per_node: int) -> 
     finally:
         cluster.shutdown()
 
+# %% ../nbs/00_ray_core.ipynb #b9f2a4e0
 @contextlib.contextmanager
 def local_cluster(
     nodes: int = 2,  # worker nodes besides the head

@@ -62,6 +62,7 @@ def tiny_config(vocab_size: int):
                        tie_word_embeddings=True, rope_theta=10000.0, bos_token_id=0, pad_token_id=0, eos_token_id=2,
                        torch_dtype="float32")
 
+# %% ../nbs/00b_tiny_model.ipynb #672e1593
 def tiny_chat_examples(tok, n: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
     "`n` training pairs (input ids, labels): a user turn from the corpus and an assistant reply ending in <|im_end|>."
     import random
@@ -75,6 +76,7 @@ def tiny_chat_examples(tok, n: int, seed: int = 0) -> list[tuple[list[int], list
         out.append((p + a, [-100] * len(p) + a))  # loss only on the reply, as in chat fine-tuning
     return out
 
+# %% ../nbs/00b_tiny_model.ipynb #5d3ac195
 def train_tiny_model(model, tok, steps: int = 150, batch_size: int = 32, lr: float = 3e-3, seed: int = 0) -> list[float]:
     "A few seconds of AdamW on `tiny_chat_examples`, single-threaded so the result is bit-identical; returns losses."
     import torch
@@ -100,6 +102,7 @@ def train_tiny_model(model, tok, steps: int = 150, batch_size: int = 32, lr: flo
     finally:
         torch.set_num_threads(threads)
 
+# %% ../nbs/00b_tiny_model.ipynb #633de190
 def _save_quietly(model, path: Path) -> None:
     "`save_pretrained` without transformers' 'Writing model shards' progress bar (one shard: it says nothing)."
     from transformers.utils import logging as hf_logging
@@ -112,6 +115,7 @@ def _save_quietly(model, path: Path) -> None:
         if was_on:
             hf_logging.enable_progress_bar()
 
+# %% ../nbs/00b_tiny_model.ipynb #1f00f181
 def build_tiny_model(path: str | os.PathLike, seed: int = 0, steps: int = 150) -> Path:
     "Write the tiny chat model (tokenizer, config, seeded and briefly trained weights) into the folder `path`."
     import torch
@@ -130,6 +134,7 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0, steps: int = 150) -
     (path / "MANIFEST.json").write_text(json.dumps(file_hashes(path), indent=1, sort_keys=True))
     return path
 
+# %% ../nbs/00b_tiny_model.ipynb #133ef0d4
 def file_hashes(path: str | os.PathLike) -> dict[str, str]:
     "SHA-256 of every file in the model folder except the manifest itself."
     path = Path(path)

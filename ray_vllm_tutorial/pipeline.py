@@ -89,23 +89,25 @@ class Dispatcher:
             self.watchers = [asyncio.ensure_future(self._started(i)) for i in self.engines  # held: asyncio keeps
                              if i not in self.cap]  # only weak references to tasks
 
-    async def _started(self, i: int) -> None:
-        "Wait for engine `i`'s start: ready, it gets its share of rows; failed or too slow, it is buried with the reason."
-        s = self.starts[i]
-        try:
-            size = await asyncio.wait_for(asyncio.wrap_future(s.future()), self.start_timeout_s)
-        except asyncio.TimeoutError:
-            reason = f"engine {self.replica[i]} did not start within {self.start_timeout_s:g} s"
-        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
-            reason = start_failure(e)
-        else:
-            async with self.room:
-                self.cap[i] = self._share(size)
-                self.room.notify_all()
-            return
-        self._bury(i, reason)
+# %% ../nbs/03_batch_inference.ipynb #c14fab0f
+@patch
+async def _started(self: Dispatcher, i: int) -> None:
+    "Wait for engine `i`'s start: ready, it gets its share of rows; failed or too slow, it is buried with the reason."
+    s = self.starts[i]
+    try:
+        size = await asyncio.wait_for(asyncio.wrap_future(s.future()), self.start_timeout_s)
+    except asyncio.TimeoutError:
+        reason = f"engine {self.replica[i]} did not start within {self.start_timeout_s:g} s"
+    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+        reason = start_failure(e)
+    else:
         async with self.room:
+            self.cap[i] = self._share(size)
             self.room.notify_all()
+        return
+    self._bury(i, reason)
+    async with self.room:
+        self.room.notify_all()
 
 # %% ../nbs/03_batch_inference.ipynb #d1a00002
 @patch
@@ -134,6 +136,7 @@ async def _acquire(self: Dispatcher, n: int, alone: bool = False) -> tuple[int, 
             self.sent[i] += take
             return i, take
 
+# %% ../nbs/03_batch_inference.ipynb #3476f05a
 @patch
 async def _release(self: Dispatcher, i: int, n: int, alone: bool = False) -> None:
     "Engine `i` holds `n` rows fewer (`alone`: and is no longer kept apart): wake whoever waits for room."
@@ -143,6 +146,7 @@ async def _release(self: Dispatcher, i: int, n: int, alone: bool = False) -> Non
             self.reserved.discard(i)
         self.room.notify_all()
 
+# %% ../nbs/03_batch_inference.ipynb #f982f365
 @patch
 def _bury(self: Dispatcher, i: int, reason: str | None = None) -> None:
     "Engine `i` died or never started: no more rows for it; kill what is left of it (a dead vLLM engine leaves a live actor); one that died while answering is replaced, up to `restarts` times per replica."
@@ -158,6 +162,7 @@ def _bury(self: Dispatcher, i: int, reason: str | None = None) -> None:
         self.replacing += 1
         self.watchers.append(asyncio.ensure_future(self._replace(r)))
 
+# %% ../nbs/03_batch_inference.ipynb #a4e2ba6a
 @patch
 async def _replace(self: Dispatcher, r: int) -> None:
     "A new engine for replica `r` under a new number, fed once it is ready (or buried, if it fails to start)."
@@ -347,6 +352,7 @@ def _cores(cores: list[int]) -> str:
             runs.append([c, c])
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
+# %% ../nbs/03_batch_inference.ipynb #38732d0f
 @dataclasses.dataclass
 class Summary:
     "What a batch job did: row counts, failures by reason, tokens, time, finish reasons, each replica's share."

@@ -65,6 +65,7 @@ def shipped_configs() -> dict[str, Path]:
     from importlib.resources import files
     return {p.name[:-5]: Path(str(p)) for p in files("ray_vllm_tutorial").joinpath("configs").iterdir() if p.name.endswith(".json")}
 
+# %% ../nbs/02b_tp_in_vllm.ipynb #23bc0748
 def load_config(config: str | Path | dict) -> dict:
     "A config dict from a dict, a shipped name, a config.json path or a model folder; checks the fields the planner needs."
     if isinstance(config, dict):
@@ -81,6 +82,7 @@ def load_config(config: str | Path | dict) -> dict:
         raise ValueError(f"config lacks {missing}: the planner needs {list(REQUIRED)}")
     return cfg
 
+# %% ../nbs/02b_tp_in_vllm.ipynb #a5d78548
 def valid_tp_sizes(
     config: str | Path | dict,  # shipped name, config.json path, model folder or dict
     max_tp: int = 64,  # largest size to consider
@@ -89,6 +91,7 @@ def valid_tp_sizes(
     cfg = load_config(config)
     return [tp for tp in range(1, min(cfg["num_attention_heads"], max_tp) + 1) if not tp_problems(tp, cfg)]
 
+# %% ../nbs/02b_tp_in_vllm.ipynb #569c32a4
 def param_count(config: str | Path | dict) -> int:
     "Parameters of a Qwen2/Llama-style decoder model from its config (biases of Qwen2's qkv included)."
     cfg = load_config(config)
@@ -99,6 +102,7 @@ def param_count(config: str | Path | dict) -> int:
     emb = cfg["vocab_size"] * h * (1 if cfg.get("tie_word_embeddings") else 2)
     return L * layer + emb + h
 
+# %% ../nbs/02b_tp_in_vllm.ipynb #fcf83833
 def memory_per_gpu(config: str | Path | dict, tp: int, dtype_bytes: int = 2, max_model_len: int = 4096,
                    max_num_seqs: int = 64, activation_gb: float = 1.0) -> dict:
     "GiB per GPU: weights / tp, KV cache for `max_num_seqs` full sequences (KV heads replicated past tp > kv), margin."

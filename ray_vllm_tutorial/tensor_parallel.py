@@ -104,6 +104,7 @@ def draw_sharding(kind: str = "column", k: int = 2):
 class NoProcessGroupError(RuntimeError):
     "A layer was asked for a collective (all-gather, all-reduce) over world_size > 1 but no process group is running."
 
+# %% ../nbs/02_tensor_parallel.ipynb #27f3c1d7
 def _require_group(layer: str, flag: str, collective: str, world_size: int, alternative: str) -> None:
     "Raise `NoProcessGroupError` unless a torch.distributed group is running for this collective."
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -111,6 +112,7 @@ def _require_group(layer: str, flag: str, collective: str, world_size: int, alte
             f"{layer}({flag}=True) with world_size={world_size} must {collective}, but no torch.distributed process "
             f"group is initialized: start one on every rank (see TPWorker), or pass {flag}=False and {alternative}")
 
+# %% ../nbs/02_tensor_parallel.ipynb #b6b03acf
 def _full_weight(weight: torch.Tensor | None, in_features: int, out_features: int, world_size: int, rank: int) -> torch.Tensor:
     "Check `rank` and the full (in, out) weight a parallel layer takes its shard from; random when None."
     if not 0 <= rank < world_size:
@@ -120,6 +122,7 @@ def _full_weight(weight: torch.Tensor | None, in_features: int, out_features: in
         raise ValueError(f"weight must be (in, out) = {(in_features, out_features)}, got {tuple(weight.shape)}")
     return weight
 
+# %% ../nbs/02_tensor_parallel.ipynb #b778a1f4
 class ColumnParallelLinear(nn.Module):
     "Y_i = X @ W[:, block i] + b[block i]; with `gather_output` the blocks are all-gathered into Y."
     def __init__(self,
@@ -149,6 +152,7 @@ class ColumnParallelLinear(nn.Module):
             y = torch.cat(parts, dim=-1)
         return y
 
+# %% ../nbs/02_tensor_parallel.ipynb #d19ace33
 class RowParallelLinear(nn.Module):
     "Partial Y = X_i @ W[block i, :] (+ bias on rank 0), all-reduced into Y unless `reduce_results=False`."
     def __init__(self,
@@ -217,6 +221,7 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+# %% ../nbs/02_tensor_parallel.ipynb #2e9976ad
 class TPWorker:
     "One tensor-parallel rank: holds its MLP shards and joins a gloo process group (use as a Ray actor)."
     def __init__(self, rank: int, world_size: int, port: int, w1, b1, w2, b2, threads: int = 1):
@@ -264,6 +269,7 @@ class TPWorker:
         "Leave the process group."
         torch.distributed.destroy_process_group()
 
+# %% ../nbs/02_tensor_parallel.ipynb #9532a97b
 def start_tp_workers(world_size: int, weights: tuple, threads: int = 1) -> list:
     "Start `world_size` Ray actors of `TPWorker` in one process group; each holds only its own shards."
     import ray

@@ -125,7 +125,7 @@ def test_no_broken_links_or_anchors(site):
 
 
 def test_lessons_link_to_each_other(site):
-    "Every 'lesson 2' / 'lesson 03b' in the prose that names another page is a link to it."
+    "Every 'lesson 2' / 'lesson 02e' in the prose that names another page is a link to it."
     out, _ = site
     numbered = {re.sub(r"^0+(?=\d)", "", m.group(1)) for p in out.glob("*.html")
                 if (m := re.search(r"<h1[^>]*>(\d+[a-z]?)\. ", p.read_text()))}
