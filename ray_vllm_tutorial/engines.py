@@ -307,7 +307,9 @@ def stop_engines(
     if progress is None:
         return []
     stats = ray.get(progress.get.remote())  # every engine that got ready, replaced ones too
-    reaps = [_reap(info) for info in [*stats["engines"].values(), *stats["retired"]] if info.get("processes")]
+    alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}  # a lost node took its processes with it
+    reaps = [_reap(info) for info in [*stats["engines"].values(), *stats["retired"]]
+             if info.get("processes") and info["node"] in alive]
     try:
         return sorted(pid for pids in ray.get(reaps, timeout=timeout_s) for pid in pids)
     except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
