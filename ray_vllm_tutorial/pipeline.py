@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -31,9 +32,9 @@ from .chat import detect_device
 from .cluster import check_positive_int, cluster_device, init_ray, node_affinity, reap_on_exit
 from .engines import (ENGINE_START_TIMEOUT_S, EngineActor, EnginesDied, _engine_died, engines_scope,
                       start_failure)
-from .inputs import DRIVER_READ_BYTES, _request_sha, input_files, read_requests, settle_block
+from .inputs import DRIVER_READ_BYTES, Requests, _request_sha, input_files, read_requests, settle_block
 from .models import TINY_MODEL, resolve_model
-from .outputs import (_error_kind, _folder, _fs, _join, _name, claim_output, input_fingerprint,
+from .outputs import (OutputClaim, _error_kind, _folder, _fs, _join, _name, claim_output, input_fingerprint,
                                        part_filename_provider, quarantined, read_output, write_openai_output)
 from .planner import check_resources, planned_layout
 from .progress import ProgressCounter, plot_summary, progress_loop, quiet_ray_data
@@ -381,38 +382,40 @@ class Summary:
     renamed: dict = dataclasses.field(default_factory=dict)  # input column -> its name in the results (the job writes the first)
     like_sampling: list = dataclasses.field(default_factory=list)  # input columns named like sampling fields: kept as data
 
-    def __str__(self) -> str:
-        "What the CLI prints at the end of a job."
-        again = f", {self.rerun} of them run again" if self.rerun else ""
-        lines = [f"rows: {self.rows} in {self.output} ({self.new_rows} new{again}, {self.skipped} already done)",
-                 f"failed: {self.failed}" + (f" {self.errors}" if self.errors else ""),
-                 f"finish_reason: {self.finish_reasons}",
-                 f"output tokens: {self.output_tokens} in {self.wall_s:.1f} s = {self.tokens_per_s:.1f} tokens/s (engine start included)",
-                 f"engine start {self.engine_start_s:.1f} s, generation {self.generation_s:.1f} s = "
-                 f"{self.generation_tokens_per_s:.1f} tokens/s"]
-        if self.replicas:
-            lines.append("per replica: " + ", ".join(f"{k}: {v['rows']} rows / {v['output_tokens']} tokens"
-                                                     for k, v in sorted(self.replicas.items())))
-        if self.engines:
-            lines.append("engines: " + ", ".join(f"{k} on node {v['node'][:8]} cores {_cores(v['cores'])}"
-                                                for k, v in sorted(self.engines.items())))
-        if self.start_failures:
-            lines.append(f"engines that never started (the others did the work): {self.start_failures}")
-        if self.dead_engines:
-            lines.append(f"engines died: {self.dead_engines} (their rows were answered by the others)"
-                         + (f"; replaced: {self.replaced}" if self.replaced else ""))
-        if self.replacement_failures:
-            lines.append(f"replacements that did not start (the others finished the rows): {self.replacement_failures}")
-        if self.quarantined:
-            lines.append(f"torn part files set aside (their rows were run again): {self.quarantined}")
-        if self.renamed:
-            lines.append(f"input columns renamed (the job writes these names): {self.renamed}")
-        if self.like_sampling:
-            lines.append(f"input columns named like sampling fields, kept as data (a row's own sampling goes in its "
-                         f"`sampling` object): {self.like_sampling}")
-        if self.openai_output:
-            lines.append(f"OpenAI batch output: {self.openai_output}")
-        return "\n".join(lines)
+# %% ../nbs/03_batch_inference.ipynb #s1a00002
+@patch
+def __str__(self: Summary) -> str:
+    "What the CLI prints at the end of a job."
+    again = f", {self.rerun} of them run again" if self.rerun else ""
+    lines = [f"rows: {self.rows} in {self.output} ({self.new_rows} new{again}, {self.skipped} already done)",
+             f"failed: {self.failed}" + (f" {self.errors}" if self.errors else ""),
+             f"finish_reason: {self.finish_reasons}",
+             f"output tokens: {self.output_tokens} in {self.wall_s:.1f} s = {self.tokens_per_s:.1f} tokens/s (engine start included)",
+             f"engine start {self.engine_start_s:.1f} s, generation {self.generation_s:.1f} s = "
+             f"{self.generation_tokens_per_s:.1f} tokens/s"]
+    if self.replicas:
+        lines.append("per replica: " + ", ".join(f"{k}: {v['rows']} rows / {v['output_tokens']} tokens"
+                                                 for k, v in sorted(self.replicas.items())))
+    if self.engines:
+        lines.append("engines: " + ", ".join(f"{k} on node {v['node'][:8]} cores {_cores(v['cores'])}"
+                                            for k, v in sorted(self.engines.items())))
+    if self.start_failures:
+        lines.append(f"engines that never started (the others did the work): {self.start_failures}")
+    if self.dead_engines:
+        lines.append(f"engines died: {self.dead_engines} (their rows were answered by the others)"
+                     + (f"; replaced: {self.replaced}" if self.replaced else ""))
+    if self.replacement_failures:
+        lines.append(f"replacements that did not start (the others finished the rows): {self.replacement_failures}")
+    if self.quarantined:
+        lines.append(f"torn part files set aside (their rows were run again): {self.quarantined}")
+    if self.renamed:
+        lines.append(f"input columns renamed (the job writes these names): {self.renamed}")
+    if self.like_sampling:
+        lines.append(f"input columns named like sampling fields, kept as data (a row's own sampling goes in its "
+                     f"`sampling` object): {self.like_sampling}")
+    if self.openai_output:
+        lines.append(f"OpenAI batch output: {self.openai_output}")
+    return "\n".join(lines)
 
 # %% ../nbs/03_batch_inference.ipynb #a419be4d
 def _summarize(final: pd.DataFrame, todo: pd.DataFrame, skipped: int, stats: dict | None, t0: float, t_engines: float,
@@ -456,6 +459,148 @@ def _say(msg: str, show: bool) -> None:
     if show:
         print(msg, file=sys.stderr, flush=True)
 
+# %% ../nbs/03_batch_inference.ipynb #rb000002
+def _checked_sampling(
+    sampling: dict | None,  # SamplingParams fields; they win over `DEFAULT_SAMPLING`
+    output_format: str,  # "parquet" or "jsonl"
+    batch_size: int,  # most rows per hand-off: a positive integer
+    engine_restarts: int,  # engines started in place of dead ones, per replica: 0 or more
+    rows_in_flight: int | None,  # rows each engine holds at once: None or a positive integer
+) -> dict:
+    "The job's sampling parameters, once every argument that needs no Ray is checked (a `ValueError` names the bad one)."
+    if output_format not in ("parquet", "jsonl"):
+        raise ValueError(f"output_format must be 'parquet' or 'jsonl', got {output_format!r}")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(engine_restarts, "engine_restarts", least=0)
+    if rows_in_flight is not None:
+        check_positive_int(rows_in_flight, "rows_in_flight")
+    sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
+    from vllm import SamplingParams
+    try:
+        SamplingParams(**sampling)
+    except Exception as e:
+        raise ValueError(f"bad sampling parameters {sampling}: {e}") from e
+    return sampling
+
+# %% ../nbs/03_batch_inference.ipynb #rb00000b
+def _local_layout(
+    device: str,  # "auto", "gpu" or "cpu"
+    address: str | None,  # the cluster to join; None: a private Ray on this machine
+    replicas: int | None, tensor_parallel_size: int | None,  # as asked; None: planned
+) -> tuple[str, int | None, int | None]:
+    "Device and layout known before Ray starts: a private Ray's device is this machine's; on CPU an unset layout is 1 x 1."
+    device = detect_device() if device == "auto" and address is None else device
+    if device == "cpu":  # the planner is for GPUs
+        replicas, tensor_parallel_size = replicas or 1, tensor_parallel_size or 1
+    return device, replicas, tensor_parallel_size
+
+# %% ../nbs/03_batch_inference.ipynb #rb000005
+def _ray_up(
+    stack: contextlib.ExitStack,  # the job's scope: a private Ray is shut down (and reaped) when it closes
+    address: str | None,  # the cluster to join ("auto", "ray://..."); None: a private local one
+    num_cpus: int | None,  # logical CPUs of a private Ray (CPU engines: their ranks + 2 for I/O); None: the machine's
+    verbose: bool,  # show Ray's and the engines' own logs
+) -> None:
+    "Join `address`, or start a private Ray that dies with the job (even on SIGKILL); nothing if Ray is up."
+    if ray.is_initialized():
+        return
+    init_ray(address, num_cpus=num_cpus, log_to_driver=verbose,  # engines log a lot: hidden unless asked
+             logging_level=logging.INFO if verbose else logging.ERROR)
+    stack.callback(ray.shutdown)
+    if address is None:
+        stack.callback(reap_on_exit().kill)  # a clean exit stops the watchdog first
+
+# %% ../nbs/03_batch_inference.ipynb #rb000007
+def _write_parts(
+    results: ray.data.Dataset,  # the answered rows (`answer`)
+    output: str | Path,  # the output folder: a local Path or a URI
+    run_id: str,  # this run's id (the claim's): it names the part files
+    output_format: str,  # "parquet" or "jsonl"
+    min_rows: int,  # rows per part file (`rows_per_file`)
+    counter: ray.actor.ActorHandle,  # the job's `ProgressCounter`: why each engine failed, when all did
+) -> None:
+    "Stream `results` into part files of `output` as they finish; `EnginesDied` (or why none started) when every engine died."
+    write = results.write_parquet if output_format == "parquet" else results.write_json
+    local = {} if isinstance(output, str) else dict(scheduling_strategy=node_affinity())  # parts on this node's disk
+    try:
+        fs, where = _fs(output) if isinstance(output, str) else (None, str(output))
+        write(where, filesystem=fs, filename_provider=part_filename_provider(run_id, output_format),
+              min_rows_per_file=min_rows, concurrency=2, ray_remote_args=dict(num_cpus=0, **local))
+    except Exception as e:  # Ray Data wraps what the dispatcher raised
+        if "EnginesDied" not in f"{type(e).__name__} {e}":
+            raise
+        _raise_if_none_started(ray.get(counter.get.remote()))
+        raise EnginesDied(f"every engine died; the rows answered so far are in {output}: "
+                          "re-run the same command to resume") from None
+
+# %% ../nbs/03_batch_inference.ipynb #rb000009
+def _generate(
+    stack: contextlib.ExitStack,  # the job's scope: the engines, their groups and the progress display end with it
+    ray_up: Callable[[], None],  # starts or joins Ray (`_ray_up`) if it is not up
+    rows: Callable[[], pd.DataFrame | ray.data.Dataset],  # the rows to answer, once Ray is up
+    n: int,  # how many rows
+    claim: OutputClaim,  # this run's hold on the output folder (`claim_output`)
+    model: str | None, device: str, replicas: int | None, tensor_parallel_size: int | None,  # as `run_batch`'s
+    sampling: dict, engine_kwargs: dict | None, engine_cls: type | None,  # as `run_batch`'s
+    batch_size: int, rows_in_flight: int | None, start_timeout_s: float, engine_restarts: int,  # as `run_batch`'s
+    output_format: str, progress: bool, verbose: bool, t0: float,  # as `run_batch`'s; t0: when the job began
+) -> tuple[dict, float]:
+    "Start the engines and stream `rows` through them into part files: the engines' stats, and when they were asked for."
+    if model is None and engine_cls is None:
+        _say("preparing the embedded tiny model (built once per machine, about a minute)", progress)
+        resolve_model(model)  # here once; an engine on another node builds its own copy
+    ray_up()
+    device = cluster_device() if device == "auto" else device  # joined a cluster: its GPUs, not ours
+    if replicas is None or tensor_parallel_size is None:
+        replicas, tensor_parallel_size = planned_layout(model, device, replicas, tensor_parallel_size)
+    check_resources(replicas, tensor_parallel_size, device)
+    counter, stop = ProgressCounter.options(scheduling_strategy=node_affinity()).remote(replicas), threading.Event()
+    if progress:
+        bar = threading.Thread(target=progress_loop, args=(counter, n, stop, t0), daemon=True)
+        bar.start()
+        stack.callback(bar.join, 10)
+    stack.callback(stop.set)
+    t_engines = time.time()
+    engines = stack.enter_context(engines_scope(replicas, tensor_parallel_size, device, model or TINY_MODEL, sampling,
+                                                engine_kwargs, counter, engine_cls or EngineActor))
+    starts = [e.start.remote() for e in engines]  # Ray Data spins up while the engines load
+    with quiet_ray_data(not verbose):
+        results = answer(rows(), engines, starts, batch_size, rows_in_flight, counter, start_timeout_s, engine_restarts,
+                         rows=n)
+        _write_parts(results, claim.output, claim.run_id, output_format, rows_per_file(n, replicas, batch_size), counter)
+    return ray.get(counter.get.remote()), t_engines
+
+# %% ../nbs/03_batch_inference.ipynb #rb00000a
+def _rows(
+    requests: Requests,  # the input (`read_requests`): a pandas table, or Ray Data blocks for a big input
+    done: pd.DataFrame,  # ids, errors and request hashes already in the output folder
+    retry_failed: bool,  # run earlier failures again
+) -> pd.DataFrame | ray.data.Dataset:
+    "The rows this run answers: a small input's table filtered here, a big one's blocks filtered as they stream."
+    if requests.table is not None:
+        return _todo(requests.table, done, retry_failed)
+    return requests.blocks.map_batches(_finish, batch_format="pandas", batch_size=None,
+                                       fn_kwargs=dict(settled=requests.settled, done=ray.put(done), retry_failed=retry_failed))
+
+# %% ../nbs/03_batch_inference.ipynb #rb00000f
+def _finished(
+    final: pd.DataFrame,  # the output folder's rows after this run
+    todo: pd.DataFrame, requests: Requests, done: pd.DataFrame,  # this run's ids, the input, the folder before
+    stats: dict | None, t0: float, t_engines: float,  # the engines' report; when the job began, when engines were asked
+    output: str | Path, model_name: str,  # the folder, and the model named in OpenAI output
+    summary_plot: str | os.PathLike | None,  # where to draw the summary, if anywhere
+) -> Summary:
+    "The run's `Summary` (and, for OpenAI input, the OpenAI-format output file; a plot if asked)."
+    summary = _summarize(final, todo, requests.settled.rows - len(todo), stats, t0, t_engines, output)
+    summary.quarantined = [_name(p) for p in quarantined(output)]
+    summary.renamed, summary.like_sampling = requests.settled.renamed, requests.settled.like_sampling
+    summary.rerun = int(todo["id"].isin(set(done["id"])).sum())
+    if requests.settled.kind == "openai":
+        summary.openai_output = str(write_openai_output(final, _join(output, "openai_batch_output.jsonl"), model_name))
+    if summary_plot:
+        plot_summary(final, summary_plot)
+    return summary
+
 # %% ../nbs/03_batch_inference.ipynb #552b7f0b
 def run_batch(
     input: str | os.PathLike,  # JSONL, Parquet or CSV file(s): a file, a folder or a glob, local or a URI (s3://...)
@@ -481,99 +626,31 @@ def run_batch(
     accept_changed_settings: bool = False,  # resume although model, sampling or engine arguments changed
 ) -> Summary:
     "Answer every request of `input` with `replicas` vLLM engines of `tensor_parallel_size` devices each; write the results to `output`."
-    t0 = t_engines = time.time()
-    if output_format not in ("parquet", "jsonl"):
-        raise ValueError(f"output_format must be 'parquet' or 'jsonl', got {output_format!r}")
-    check_positive_int(batch_size, "batch_size")
-    check_positive_int(engine_restarts, "engine_restarts", least=0)
-    if rows_in_flight is not None:
-        check_positive_int(rows_in_flight, "rows_in_flight")
+    t0 = time.time()
+    sampling = _checked_sampling(sampling, output_format, batch_size, engine_restarts, rows_in_flight)
     files = input_files(input, exclude=output)  # a missing input or an unknown format: an InputError before Ray starts
-    requests = read_requests(files, DRIVER_READ_BYTES) if files.fits_driver(DRIVER_READ_BYTES) else None  # a small
-    # file's errors, too, come before Ray starts
-    sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
-    from vllm import SamplingParams
-    try:
-        SamplingParams(**sampling)
-    except Exception as e:
-        raise ValueError(f"bad sampling parameters {sampling}: {e}") from e
-    if device == "auto" and address is None:  # a private Ray: this machine is the cluster
-        device = detect_device()
-    if device == "cpu":  # the planner is for GPUs; on CPU an unset layout is 1 x 1
-        replicas, tensor_parallel_size = replicas or 1, tensor_parallel_size or 1
-    model_name, stats, output = str(model) if model is not None else "tiny-chat", None, _folder(output)
-    settings = dict(model=model_name, sampling=sampling,  # what shapes the answers (not `EchoEngine`'s drill options)
-                    engine_kwargs={k: v for k, v in (engine_kwargs or {}).items() if k != "echo"})
+    small = files.fits_driver(DRIVER_READ_BYTES)  # a small file's errors, too, come before Ray starts
+    requests = read_requests(files, DRIVER_READ_BYTES) if small else None  # a big one streams once Ray is up
+    device, replicas, tensor_parallel_size = _local_layout(device, address, replicas, tensor_parallel_size)
+    model_name, output = str(model) if model is not None else "tiny-chat", _folder(output)
+    settings = dict(model=model_name, sampling=sampling, engine_kwargs={k: v for k, v in (engine_kwargs or {}).items() if k != "echo"})
     with contextlib.ExitStack() as stack:
-        def ray_up() -> None:
-            "Join `address`, or start a private Ray that dies with us (even on SIGKILL); once."
-            if ray.is_initialized():
-                return
-            n_cpus = replicas * tensor_parallel_size + 2 if device == "cpu" else None  # logical: ranks + I/O
-            init_ray(address, num_cpus=n_cpus, log_to_driver=verbose,  # engines log a lot: hidden unless asked
-                     logging_level=logging.INFO if verbose else logging.ERROR)
-            stack.callback(ray.shutdown)
-            if address is None:
-                stack.callback(reap_on_exit().kill)  # a clean exit stops the watchdog first
+        ray_up = functools.partial(_ray_up, stack, address, replicas * tensor_parallel_size + 2 if device == "cpu"
+                                   else None, verbose)  # logical CPUs: the ranks, and I/O
         if requests is None:  # a big, remote or many-file input streams through Ray Data
             ray_up()
             with quiet_ray_data(not verbose):
                 requests = read_requests(files, DRIVER_READ_BYTES)
-        kind = requests.settled.kind
-        claim = stack.enter_context(claim_output(output, input_fingerprint(files), kind, accept_changed_input, settings,
-                                                 accept_changed_settings))
+        claim = stack.enter_context(claim_output(output, input_fingerprint(files), requests.settled.kind,
+                                                 accept_changed_input, settings, accept_changed_settings))
         done = read_output(output, columns=["id", "error", "request_sha"])
         todo = _todo(requests.index, done, retry_failed)  # this run's ids (and earlier errors), from the ids alone
-        if len(todo):
-            if model is None and engine_cls is None:
-                _say("preparing the embedded tiny model (built once per machine, about a minute)", progress)
-                resolve_model(model)  # here once; an engine on another node builds its own copy
-            ray_up()
-            device = cluster_device() if device == "auto" else device  # joined a cluster: its GPUs, not ours
-            if replicas is None or tensor_parallel_size is None:
-                replicas, tensor_parallel_size = planned_layout(model, device, replicas, tensor_parallel_size)
-            check_resources(replicas, tensor_parallel_size, device)
-            counter, stop = ProgressCounter.options(scheduling_strategy=node_affinity()).remote(replicas), threading.Event()
-            if progress:
-                bar = threading.Thread(target=progress_loop, args=(counter, len(todo), stop, t0), daemon=True)
-                bar.start()
-                stack.callback(bar.join, 10)
-            stack.callback(stop.set)
-            t_engines = time.time()
-            engines = stack.enter_context(engines_scope(replicas, tensor_parallel_size, device, model or TINY_MODEL, sampling,
-                                                        engine_kwargs, counter, engine_cls or EngineActor))
-            starts = [e.start.remote() for e in engines]  # Ray Data spins up while the engines load
-            with quiet_ray_data(not verbose):
-                rows = _todo(requests.table, done, retry_failed) if requests.table is not None else requests.blocks.map_batches(
-                    _finish, batch_format="pandas", batch_size=None,
-                    fn_kwargs=dict(settled=requests.settled, done=ray.put(done), retry_failed=retry_failed))
-                results = answer(rows, engines, starts, batch_size, rows_in_flight, counter, start_timeout_s,
-                                 engine_restarts, rows=len(todo))
-                write = results.write_parquet if output_format == "parquet" else results.write_json
-                try:
-                    fs, where = _fs(output) if isinstance(output, str) else (None, str(output))  # the filesystem
-                    write(where, filesystem=fs, filename_provider=part_filename_provider(claim.run_id, output_format),
-                          min_rows_per_file=rows_per_file(len(todo), replicas, batch_size), concurrency=2,  # few files, few writers
-                          ray_remote_args=dict(num_cpus=0, **({} if isinstance(output, str) else  # a local folder:
-                                               dict(scheduling_strategy=node_affinity()))))  # parts on this node's disk
-                except Exception as e:  # Ray Data wraps what the dispatcher raised
-                    if "EnginesDied" not in f"{type(e).__name__} {e}":
-                        raise
-                    _raise_if_none_started(ray.get(counter.get.remote()))
-                    raise EnginesDied(f"every engine died; the rows answered so far are in {output}: "
-                                      "re-run the same command to resume") from None
-            stats = ray.get(counter.get.remote())
-        final = read_output(output, columns=None if kind == "openai" else SUMMARY_COLUMNS)  # inside the claim: only
-        # the owner may set torn parts aside
-    summary = _summarize(final, todo, requests.settled.rows - len(todo), stats, t0, t_engines, output)
-    summary.quarantined = [_name(p) for p in quarantined(output)]
-    summary.renamed, summary.like_sampling = requests.settled.renamed, requests.settled.like_sampling
-    summary.rerun = int(todo["id"].isin(set(done["id"])).sum())
-    if kind == "openai":
-        summary.openai_output = str(write_openai_output(final, _join(output, "openai_batch_output.jsonl"), model_name))
-    if summary_plot:
-        plot_summary(final, summary_plot)
-    return summary
+        rows = functools.partial(_rows, requests, done, retry_failed)  # built once Ray is up
+        stats, t_engines = _generate(stack, ray_up, rows, len(todo), claim, model, device, replicas, tensor_parallel_size,
+                                     sampling, engine_kwargs, engine_cls, batch_size, rows_in_flight, start_timeout_s,
+                                     engine_restarts, output_format, progress, verbose, t0) if len(todo) else (None, t0)
+        final = read_output(output, columns=None if requests.settled.kind == "openai" else SUMMARY_COLUMNS)  # claimed
+    return _finished(final, todo, requests, done, stats, t0, t_engines, output, model_name, summary_plot)
 
 # %% ../nbs/03_batch_inference.ipynb #73139514
 def sample_prompts_path() -> Path:
