@@ -29,7 +29,7 @@ from .cluster import cluster_gpus, init_ray
 from .engines import EchoEngine
 from .inputs import PER_ROW_SAMPLING, InputError
 from .outputs import read_output
-from .pipeline import DEFAULT_SAMPLING, run_batch, sample_prompts_path
+from .pipeline import DEFAULT_SAMPLING, Summary, run_batch, sample_prompts_path
 from .planner import plan_for
 
 # %% auto #0
@@ -205,33 +205,20 @@ def _log_file() -> Path:
     os.close(fd)
     return Path(path)
 
-# %% ../nbs/03a_cli.ipynb #6c2941b6
-def main(
-    argv: list[str] | None = None,  # the arguments; None: the command line's
-) -> int:
-    "Entry point of the `ray-vllm-batch` command: parse, run `run_batch`, print its summary; the exit status."
-    p = build_parser()
-    args = p.parse_args(argv)
-    try:
-        engine, extra = _pairs(args.engine_arg, "--engine-arg"), _pairs(args.sampling_arg, "--sampling-arg")
-    except ValueError as e:
-        p.error(str(e))
-    if args.plan:
-        return _print_plan(args, engine)
-    sampling = {k: getattr(args, k) for k in PER_ROW_SAMPLING if getattr(args, k) is not None} | extra
-    if args.ignore_eos:
-        sampling["ignore_eos"] = True
-    kw = {k: getattr(args, k) for k in docments(run_batch) if k not in BY_HAND and k != "return"}
-    if args.dry_run:
-        kw |= dict(device="cpu", engine_cls=EchoEngine)
-    output = _one(p, args.output, args.output_dir, "output folder") or "out/batch"
-    input = _one(p, args.input, args.input_file, "input") or sample_prompts_path()
+# %% ../nbs/03a_cli.ipynb #m1a00002
+def _run(
+    args: argparse.Namespace,  # the parsed command line (`--verbose`)
+    input: str | os.PathLike,  # the input file(s)
+    output: str | os.PathLike,  # the output folder
+    **kw,  # `run_batch`'s other arguments
+) -> Summary | int:
+    "`run_batch` with the command line's logging and messages: its `Summary`, or the exit status of a failed job."
     native = None if args.verbose else _log_file()
     seen, keep = f" (Ray's and vLLM's own messages: {native})" if native else "", False  # keep: after a failure
     try:
         with quiet_vllm(not args.verbose), terminated_as_interrupt(), \
                 native_stderr_to(native) if native else contextlib.nullcontext():
-            summary = run_batch(input, output, sampling=sampling, engine_kwargs=engine, **kw)
+            return run_batch(input, output, **kw)
     except (InputError, ValueError) as e:  # found before any engine started: the log is empty
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -254,6 +241,31 @@ def main(
     finally:
         if native and not keep:
             native.unlink(missing_ok=True)
+
+# %% ../nbs/03a_cli.ipynb #6c2941b6
+def main(
+    argv: list[str] | None = None,  # the arguments; None: the command line's
+) -> int:
+    "Entry point of the `ray-vllm-batch` command: parse, run `run_batch`, print its summary; the exit status."
+    p = build_parser()
+    args = p.parse_args(argv)
+    try:
+        engine, extra = _pairs(args.engine_arg, "--engine-arg"), _pairs(args.sampling_arg, "--sampling-arg")
+    except ValueError as e:
+        p.error(str(e))
+    if args.plan:
+        return _print_plan(args, engine)
+    sampling = {k: getattr(args, k) for k in PER_ROW_SAMPLING if getattr(args, k) is not None} | extra
+    if args.ignore_eos:
+        sampling["ignore_eos"] = True
+    kw = {k: getattr(args, k) for k in docments(run_batch) if k not in BY_HAND and k != "return"}
+    if args.dry_run:
+        kw |= dict(device="cpu", engine_cls=EchoEngine)
+    output = _one(p, args.output, args.output_dir, "output folder") or "out/batch"
+    input = _one(p, args.input, args.input_file, "input") or sample_prompts_path()
+    summary = _run(args, input, output, sampling=sampling, engine_kwargs=engine, **kw)
+    if isinstance(summary, int):
+        return summary
     print(summary)
     if args.show:
         cols = ["id", "generated_text", "finish_reason", "output_tokens", "error"]

@@ -38,65 +38,79 @@ def shard_rows(w: torch.Tensor, k: int) -> list[torch.Tensor]:
     _check_split(w.shape[0], k, "input dimension")
     return list(torch.chunk(w, k, dim=0))
 
+# %% ../nbs/02_tensor_parallel.ipynb #ds000002
+def _draw_matrix(
+    ax,  # the matplotlib Axes to draw on
+    x: float, w: float, h: float,  # left edge, width and height (centred on y=1.5)
+    label: str,  # written under the matrix
+    k: int,  # ranks: colours of a split, depth of a stack
+    split: str | None = None,  # "cols" or "rows": one block per rank; None: whole
+    stack: bool = False,  # draw `k` full-size partial results, offset, one per rank
+) -> float:
+    "Draw one matrix of a sharding picture; return the x where the next item starts."
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+    colours, y = colormaps["tab10"].colors, 1.5 - h / 2
+    if stack:
+        for i in range(k):
+            ax.add_patch(Rectangle((x + 0.12 * i, y - 0.12 * i), w, h, facecolor=colours[i], alpha=0.6, edgecolor="k"))
+        w, y = w + 0.12 * (k - 1), y - 0.12 * (k - 1)
+    for i in range(k if split else 0):
+        xy, wh = ((x + i * w / k, y), (w / k, h)) if split == "cols" else ((x, y + h - (i + 1) * h / k), (w, h / k))
+        ax.add_patch(Rectangle(xy, *wh, facecolor=colours[i], alpha=0.85, edgecolor="k"))
+    if not split and not stack:
+        ax.add_patch(Rectangle((x, y), w, h, facecolor="lightgrey", edgecolor="k"))
+    ax.text(x + w / 2, 0.15, label, ha="center", va="top", fontsize=10)
+    return x + w
+
+def _draw_op(
+    ax,  # the matplotlib Axes to draw on
+    x: float,  # left edge of the gap
+    text: str,  # the operator ("@") or the arrow's label
+    gap: float = 1.6,  # width of the gap
+    symbol: bool = False,  # draw `text` as a symbol, not as an arrow's label
+) -> float:
+    "Draw an operator between two matrices; return the x where the next item starts."
+    from matplotlib.patches import FancyArrowPatch
+    if symbol:
+        ax.text(x + gap / 2, 1.5, text, fontsize=16, ha="center", va="center")
+    else:
+        ax.add_patch(FancyArrowPatch((x + 0.1, 1.5), (x + gap - 0.1, 1.5), arrowstyle="-|>", mutation_scale=14))
+        ax.text(x + gap / 2, 1.62, text, ha="center", va="bottom", fontsize=10)
+    return x + gap
+
 # %% ../nbs/02_tensor_parallel.ipynb #11d8d4ed
-def draw_sharding(kind: str = "column", k: int = 2):
+def draw_sharding(
+    kind: str = "column",  # "column", "row" or "mlp" (a column-parallel layer, then a row-parallel one)
+    k: int = 2,  # ranks
+):
     "Draw X @ W = Y with blocks coloured by rank for `kind` 'column', 'row' or 'mlp'; return the Figure."
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle, FancyArrowPatch
-
     if kind not in ("column", "row", "mlp"):
         raise ValueError(f"kind must be 'column', 'row' or 'mlp', got {kind!r}")
-    colours = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(8, 3.4))
     ax.axis("off")
-    B, D_IN, D_OUT, MID = 1.2, 1.8, 1.4, 1.6  # drawn sizes: batch rows, X's width = W's height, W's width, arrow gaps
-    state = {"x": 0.0}
-
-    def mat(w, h, label, split=None, stack=False):
-        "A matrix of width w, height h at the next free x, centred on y=1.5; split by 'cols' or 'rows' into k colours."
-        x, y = state["x"], 1.5 - h / 2
-        if stack:  # k full-size partial results, one per rank, drawn as an offset stack
-            for i in range(k):
-                ax.add_patch(Rectangle((x + 0.12 * i, y - 0.12 * i), w, h, facecolor=colours[i], alpha=0.6, edgecolor="k"))
-            w, y = w + 0.12 * (k - 1), y - 0.12 * (k - 1)
-        for i in range(k if split else 0):
-            xy, wh = ((x + i * w / k, y), (w / k, h)) if split == "cols" else ((x, y + h - (i + 1) * h / k), (w, h / k))
-            ax.add_patch(Rectangle(xy, *wh, facecolor=colours[i], alpha=0.85, edgecolor="k"))
-        if not split and not stack:
-            ax.add_patch(Rectangle((x, y), w, h, facecolor="lightgrey", edgecolor="k"))
-        ax.text(x + w / 2, 0.15, label, ha="center", va="top", fontsize=10)
-        state["x"] = x + w
-
-    def op(text, gap=MID, symbol=False):
-        "An '@' sign, or an arrow labelled `text` above it, in a gap of width `gap`."
-        x = state["x"]
-        if symbol:
-            ax.text(x + gap / 2, 1.5, text, fontsize=16, ha="center", va="center")
-        else:
-            ax.add_patch(FancyArrowPatch((x + 0.1, 1.5), (x + gap - 0.1, 1.5), arrowstyle="-|>", mutation_scale=14))
-            ax.text(x + gap / 2, 1.62, text, ha="center", va="bottom", fontsize=10)
-        state["x"] = x + gap
-
+    B, D_IN, D_OUT = 1.2, 1.8, 1.4  # drawn sizes: batch rows, X's width = W's height, W's width
+    mat = lambda x, w, h, label, split=None, stack=False: _draw_matrix(ax, x, w, h, label, k, split, stack)
+    op = lambda x, text, gap=1.6, symbol=False: _draw_op(ax, x, text, gap, symbol)
     if kind == "column":
-        mat(D_IN, B, "X (whole,\non every rank)"); op("@", 0.5, symbol=True)
-        mat(D_OUT, D_IN, "W split\nby columns", "cols"); op("X @ W_i")
-        mat(D_OUT, B, "Y slices,\none per rank", "cols"); op("all-gather")
-        mat(D_OUT, B, "Y")
+        x = op(mat(0.0, D_IN, B, "X (whole,\non every rank)"), "@", 0.5, symbol=True)
+        x = op(mat(x, D_OUT, D_IN, "W split\nby columns", "cols"), "X @ W_i")
+        x = op(mat(x, D_OUT, B, "Y slices,\none per rank", "cols"), "all-gather")
         title = f"Column-parallel linear, {k} ranks: each rank owns a block of output columns"
     elif kind == "row":
-        mat(D_IN, B, "X split\nby columns", "cols"); op("@", 0.5, symbol=True)
-        mat(D_OUT, D_IN, "W split\nby rows", "rows"); op("X_i @ W_i")
-        mat(D_OUT, B, "full-size\npartial sums", stack=True); op("all-reduce\n(sum)")
-        mat(D_OUT, B, "Y")
+        x = op(mat(0.0, D_IN, B, "X split\nby columns", "cols"), "@", 0.5, symbol=True)
+        x = op(mat(x, D_OUT, D_IN, "W split\nby rows", "rows"), "X_i @ W_i")
+        x = op(mat(x, D_OUT, B, "full-size\npartial sums", stack=True), "all-reduce\n(sum)")
         title = f"Row-parallel linear, {k} ranks: each rank owns a slice of the inner dimension"
     else:
-        mat(1.0, B, "X (whole)"); op("@ W1\n(columns)")
-        mat(2.0, B, "H = gelu(X W1_i)\nstays split", "cols"); op("@ W2\n(rows)")
-        mat(1.0, B, "partial\noutputs", stack=True); op("ONE\nall-reduce")
-        mat(1.0, B, "Y")
+        x = op(mat(0.0, 1.0, B, "X (whole)"), "@ W1\n(columns)")
+        x = op(mat(x, 2.0, B, "H = gelu(X W1_i)\nstays split", "cols"), "@ W2\n(rows)")
+        x = op(mat(x, 1.0, B, "partial\noutputs", stack=True), "ONE\nall-reduce")
         ax.text(3.6, 2.45, "no communication between the two layers", ha="center", fontsize=10, color="darkgreen")
         title = f"Column-parallel then row-parallel MLP, {k} ranks: one all-reduce per block"
-    ax.set_xlim(-0.1, state["x"] + 0.1); ax.set_ylim(-0.55, 3.0); ax.set_title(title, fontsize=11)
+    x = mat(x, D_OUT if kind != "mlp" else 1.0, B, "Y")
+    ax.set_xlim(-0.1, x + 0.1); ax.set_ylim(-0.55, 3.0); ax.set_title(title, fontsize=11)
     ax.set_aspect("equal")
     return fig
 
