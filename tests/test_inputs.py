@@ -34,7 +34,7 @@ def test_columns_contract(tmp_path):
     assert reqs["error"].dtype == object and list(reqs["error"]) == [None, None]
     assert json.loads(reqs["messages"][0]) == HI and list(reqs["input_row"]) == [0, 1]
     assert list(reqs["sampling"]) == [None, None]
-    assert set(PER_ROW_SAMPLING) == {"max_tokens", "temperature", "top_p", "n", "stop", "seed"}
+    assert set(PER_ROW_SAMPLING) == {"max_tokens", "temperature", "top_p", "n", "stop", "seed", "structured_outputs"}
 
 
 @pytest.mark.parametrize("kind, row", [("messages", {"messages": HI}), ("prompt", {"prompt": "hi"})])
@@ -122,10 +122,42 @@ def test_openai_fields_honoured_or_rejected(tmp_path):
     assert e["embed"] == "unsupported url: '/v1/embeddings' (only /v1/chat/completions)"
     assert e["get"] == "unsupported method: 'GET' (only POST)"
     assert e["tools"].startswith("unsupported field: body.tools")
-    assert e["fmt"].startswith("unsupported field: body.response_format")
+    assert e["fmt"] is None and json.loads(reqs["sampling"][4]) == {"structured_outputs": {"json_object": True}}
     assert e["logprobs"] is None and json.loads(reqs["sampling"][5]) == {"logprobs": 0}
     assert e["both"] == "malformed OpenAI request: max_tokens and max_completion_tokens differ"
     assert e["badmax"] == "bad max_tokens: must be at least 1, got -3"
+
+
+def test_structured_outputs_per_row(tmp_path):
+    "A row's own grammar: `structured_outputs` in a messages row's `sampling`, `response_format` in an OpenAI body;"
+    " a grammar vLLM cannot build is that row's error, the other rows untouched."
+    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"]}
+    fmt = lambda s: {"type": "json_schema", "json_schema": {"name": "v", "schema": s}}
+    reqs, _ = _load(_jsonl(tmp_path / "o.jsonl", [
+        _oa("schema", {"messages": HI, "response_format": fmt(schema)}),
+        _oa("text", {"messages": HI, "response_format": {"type": "text"}}),
+        _oa("nonsense", {"messages": HI, "response_format": fmt({"type": "nonsense"})}),
+        _oa("noschema", {"messages": HI, "response_format": {"type": "json_schema", "json_schema": {"name": "v"}}}),
+        _oa("xml", {"messages": HI, "response_format": {"type": "xml"}})]))
+    e, s = dict(zip(reqs["id"], reqs["error"])), dict(zip(reqs["id"], reqs["sampling"]))
+    assert json.loads(s["schema"]) == {"structured_outputs": {"json": schema}} and e["schema"] is None
+    assert s["text"] is None and e["text"] is None  # text: no constraint
+    assert e["nonsense"] == 'bad structured_outputs: Failed to transform json schema into a grammar: Unsupported type "nonsense"'
+    assert e["noschema"].startswith("bad response_format: must be text, json_object, or json_schema with a schema")
+    assert e["xml"].startswith("bad response_format: ")
+    rows = [{"id": "re", "messages": HI, "sampling": {"structured_outputs": {"regex": "(yes|no)"}}},
+            {"id": "choice", "messages": HI, "sampling": {"structured_outputs": {"choice": ["a", "b"]}, "max_tokens": 4}},
+            {"id": "two", "messages": HI, "sampling": {"structured_outputs": {"choice": ["a"], "regex": "a"}}},
+            {"id": "typo", "messages": HI, "sampling": {"structured_outputs": {"jsn": schema}}},
+            {"id": "badre", "messages": HI, "sampling": {"structured_outputs": {"regex": "[a-"}}},
+            {"id": "plain", "messages": HI}]
+    reqs, _ = _load(_jsonl(tmp_path / "m.jsonl", rows))
+    e, s = dict(zip(reqs["id"], reqs["error"])), dict(zip(reqs["id"], reqs["sampling"]))
+    assert (e["re"], e["choice"], e["plain"]) == (None, None, None)
+    assert json.loads(s["choice"]) == {"structured_outputs": {"choice": ["a", "b"]}, "max_tokens": 4}
+    assert e["two"] == "bad structured_outputs: You can only use one kind of structured outputs constraint but multiple are specified"
+    assert e["typo"].startswith("bad structured_outputs: unknown field(s) ['jsn']")
+    assert e["badre"].startswith("bad structured_outputs: Failed to transform regex into a grammar")
 
 
 def test_ids_keep_their_digits_when_some_are_missing(tmp_path):

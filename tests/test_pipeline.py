@@ -91,22 +91,35 @@ def test_bad_rows_are_reported_per_row():
     assert errs == [None, "unknown role", "empty content", "malformed messages", "malformed messages", "malformed messages"]
 
 
-def test_bad_rows_end_to_end_on_the_real_engine(tmp_path):
-    """JSONL messages mixed with bad rows, on the tiny model: the good rows answered within max_tokens, each bad one
-    its error (a prompt longer than the engine's context is found by the engine); JSONL result files."""
+def test_bad_rows_end_to_end_on_the_real_engine(tmp_path, capsys):
+    """JSONL messages mixed with bad rows, on the tiny model, through the command line: the good rows answered within
+    max_tokens, each bad one its error (a prompt longer than the engine's context is found by the engine; a grammar
+    vLLM cannot build, before any engine starts); a row's JSON schema or choices shape its answer; JSONL result files."""
+    from ray_vllm_tutorial.cli import main
     good = [{"id": f"g{i}", "messages": _messages(i), "tag": i} for i in range(5)]
+    verdict = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"],
+               "additionalProperties": False}
+    shaped = [{"id": "json", "messages": _messages(5), "sampling": {"structured_outputs": {"json": verdict}, "max_tokens": 16}},
+              {"id": "choice", "messages": _messages(6), "sampling": {"structured_outputs": {"choice": ["batch", "stream"]}}}]
     bad = [{"id": "role", "messages": [{"role": "robot", "content": "x"}]},
            {"id": "empty", "messages": [{"role": "user", "content": " "}]},
-           {"id": "long", "messages": [{"role": "user", "content": "the engine " * 1200}]}]
-    jl = _write_jsonl(tmp_path / "in.jsonl", good + bad)
-    s = run_batch(jl, tmp_path / "o1", sampling=SMALL, progress=False, output_format="jsonl", device="cpu")
-    assert (s.rows, s.failed) == (8, 3)
-    assert s.errors == {"unknown role": 1, "empty content": 1, "prompt too long": 1}
+           {"id": "long", "messages": [{"role": "user", "content": "the engine " * 1200}]},
+           {"id": "schema", "messages": _messages(7), "sampling": {"structured_outputs": {"json": {"type": "nonsense"}}}}]
+    jl = _write_jsonl(tmp_path / "in.jsonl", good + shaped + bad)
+    assert main([str(jl), str(tmp_path / "o1"), "--max-tokens", "8", "--no-progress", "--output-format", "jsonl",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "rows: 11 in" in out and "failed: 4 {" in out, out
+    assert "'unknown role': 1, 'empty content': 1, 'bad structured_outputs': 1, 'prompt too long': 1" in out or all(
+        f"'{k}': 1" in out for k in ("unknown role", "empty content", "bad structured_outputs", "prompt too long")), out
     r = read_output(tmp_path / "o1").set_index("id")
-    assert sorted(r.index) == sorted(x["id"] for x in good + bad)
+    assert sorted(r.index) == sorted(x["id"] for x in good + shaped + bad)
     assert r.loc["long", "error"].startswith("prompt too long: ") and pd.isna(r.loc["long", "generated_text"])
+    assert r.loc["schema", "error"].startswith("bad structured_outputs: Failed to transform json schema")
     assert set(r.loc[[f"g{i}" for i in range(5)], "finish_reason"]) <= {"stop", "length"}
     assert r.loc["g3", "tag"] == 3 and (r.loc[[f"g{i}" for i in range(5)], "output_tokens"] <= 8).all()
+    assert json.loads(r.loc["json", "generated_text"])["answer"] in ("yes", "no")  # the schema shaped the answer
+    assert r.loc["choice", "generated_text"] in ("batch", "stream")
     assert list((tmp_path / "o1").glob("rvt-part-*.jsonl")), "jsonl output parts expected"
     assert not ray.is_initialized()  # its private Ray stopped, with its placement groups
 
