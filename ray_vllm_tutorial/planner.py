@@ -92,19 +92,35 @@ def valid_tp_sizes(
     return [tp for tp in range(1, min(cfg["num_attention_heads"], max_tp) + 1) if not tp_problems(tp, cfg)]
 
 # %% ../nbs/02b_tp_in_vllm.ipynb #569c32a4
-def param_count(config: str | Path | dict) -> int:
-    "Parameters of a Qwen2/Llama-style decoder model from its config (biases of Qwen2's qkv included)."
+def param_count(
+    config: str | Path | dict,  # shipped name, config.json path, model folder or dict
+    active: bool = False,  # a mixture of experts: count only the experts one token uses (`num_experts_per_tok`)
+) -> int:
+    "Parameters of a Qwen2/Llama/Mixtral-style decoder model from its config (biases of Qwen2's qkv included)."
     cfg = load_config(config)
     h, ff, L, heads = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
     kv, hd = cfg.get("num_key_value_heads", heads), cfg.get("head_dim") or h // heads
     qkv_bias = (heads + 2 * kv) * hd if cfg.get("model_type") == "qwen2" else 0
-    layer = h * heads * hd + 2 * h * kv * hd + heads * hd * h + qkv_bias + 3 * h * ff + 2 * h
+    experts = cfg.get("num_local_experts") or cfg.get("num_experts") or 0  # Mixtral's name, Qwen-MoE's
+    if experts:  # each expert a whole gated MLP (gate, up, down), plus the router that picks them
+        used = cfg.get("num_experts_per_tok", experts) if active else experts
+        mlp = used * 3 * h * (cfg.get("moe_intermediate_size") or ff) + h * experts
+    else:
+        mlp = 3 * h * ff
+    layer = h * heads * hd + 2 * h * kv * hd + heads * hd * h + qkv_bias + mlp + 2 * h
     emb = cfg["vocab_size"] * h * (1 if cfg.get("tie_word_embeddings") else 2)
     return L * layer + emb + h
 
 # %% ../nbs/02b_tp_in_vllm.ipynb #fcf83833
-def memory_per_gpu(config: str | Path | dict, tp: int, dtype_bytes: int = 2, max_model_len: int = 4096,
-                   max_num_seqs: int = 64, activation_gb: float = 1.0) -> dict:
+def memory_per_gpu(
+    config: str | Path | dict,  # shipped name, config.json path, model folder or dict
+    tp: int,  # ranks of one engine
+    dtype_bytes: float = 2,  # bytes per weight (bf16: 2; FP8: 1)
+    max_model_len: int = 4096,  # tokens of the longest sequence
+    max_num_seqs: int = 64,  # sequences with a full-length KV cache
+    activation_gb: float = 1.0,  # margin for activations and the rest, GiB
+    kv_dtype_bytes: float | None = None,  # bytes per KV value (an FP8 KV cache: 1); None: dtype_bytes
+) -> dict:
     "GiB per GPU: weights / tp, KV cache for `max_num_seqs` full sequences (KV heads replicated past tp > kv), margin."
     cfg = load_config(config)
     heads = cfg["num_attention_heads"]
@@ -112,7 +128,8 @@ def memory_per_gpu(config: str | Path | dict, tp: int, dtype_bytes: int = 2, max
     kv_per_gpu = max(1, kv // tp)  # past tp == kv each rank keeps a full copy of one KV head
     gib = 2**30
     weights = param_count(cfg) * dtype_bytes / tp / gib
-    kv_per_token = 2 * cfg["num_hidden_layers"] * kv_per_gpu * hd * dtype_bytes
+    kv_bytes = dtype_bytes if kv_dtype_bytes is None else kv_dtype_bytes
+    kv_per_token = 2 * cfg["num_hidden_layers"] * kv_per_gpu * hd * kv_bytes
     kv_cache = kv_per_token * max_model_len * max_num_seqs / gib
     return dict(weights=weights, kv_cache=kv_cache, activations=activation_gb, total=weights + kv_cache + activation_gb,
                 kv_bytes_per_token=kv_per_token, kv_heads_per_gpu=kv_per_gpu)
@@ -187,10 +204,11 @@ def plan(
     n_gpus: int | None = None,  # GPUs in all; may be left out when `gpus_per_node` is a list
     gpus_per_node: int | Sequence[float] | None = None,  # GPUs on every node, or one count per node ([8, 8, 4])
     gpu_memory_gb: float | None = None,  # memory of one GPU, GiB (required: there is no default guess)
-    dtype_bytes: int = 2,  # bytes per weight and KV value (bf16: 2)
+    dtype_bytes: float = 2,  # bytes per weight, and per KV value unless `kv_dtype_bytes` says otherwise (bf16: 2; FP8: 1)
     max_model_len: int = 4096,  # tokens of the longest sequence an engine must hold
     max_num_seqs: int = 64,  # sequences an engine runs at once, each with a full KV cache
     utilization: float = 0.9,  # share of each GPU's memory vLLM may use
+    kv_dtype_bytes: float | None = None,  # bytes per KV value when they differ (an FP8 KV cache: 1); None: dtype_bytes
 ) -> dict:
     "The smallest valid TP whose per-GPU memory fits, within one node; replicas = engines that fit node by node."
     cfg = load_config(config)
@@ -207,7 +225,7 @@ def plan(
     for tp in valid_tp_sizes(cfg):
         if tp > biggest:
             break
-        mem = memory_per_gpu(cfg, tp, dtype_bytes, max_model_len, max_num_seqs)
+        mem = memory_per_gpu(cfg, tp, dtype_bytes, max_model_len, max_num_seqs, kv_dtype_bytes=kv_dtype_bytes)
         tried.append((tp, round(mem["total"], 1)))
         if mem["total"] <= budget:
             dp = engines_that_fit(nodes, tp)

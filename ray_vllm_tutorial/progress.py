@@ -19,7 +19,8 @@ import pandas as pd
 import ray
 
 # %% auto #0
-__all__ = ['ProgressCounter', 'progress_loop', 'quiet_ray_data', 'running_over_time', 'plot_timeline', 'plot_summary']
+__all__ = ['ProgressCounter', 'progress_loop', 'quiet_ray_data', 'running_over_time', 'plot_timeline', 'plot_summary',
+           'row_times', 'cost_per_million_tokens']
 
 # %% ../nbs/02f_progress.ipynb #39250ded
 @ray.remote(num_cpus=0)
@@ -181,3 +182,20 @@ def plot_summary(
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
+
+# %% ../nbs/02f_progress.ipynb #lc000002
+def row_times(
+    results: pd.DataFrame,  # result rows with `started_at` and `finished_at` (`read_output`)
+) -> pd.DataFrame:
+    "Each answered row's seconds waiting after the job's first start (`waited_s`) and in its engine (`in_engine_s`)."
+    ok = results.dropna(subset=["started_at", "finished_at"])
+    return pd.DataFrame({"waited_s": ok["started_at"] - ok["started_at"].min(),
+                         "in_engine_s": ok["finished_at"] - ok["started_at"]}, index=ok.index)
+
+def cost_per_million_tokens(
+    tokens_per_s: float,  # output tokens per second, measured on `gpus` devices together
+    dollars_per_gpu_hour: float,  # the price of one device for an hour
+    gpus: int = 1,  # devices the throughput needed
+) -> float:
+    "Dollars per million output tokens at this throughput and price."
+    return dollars_per_gpu_hour * gpus / (tokens_per_s * 3600) * 1e6

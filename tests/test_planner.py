@@ -12,7 +12,7 @@ NAMES = sorted(shipped_configs())
 
 
 def test_shipped():
-    assert NAMES == ["Llama-3.1-70B", "Llama-3.1-8B", "Qwen2.5-0.5B", "Qwen2.5-1.5B", "Qwen2.5-7B"]
+    assert NAMES == ["Llama-3.1-70B", "Llama-3.1-8B", "Mixtral-8x7B", "Qwen2.5-0.5B", "Qwen2.5-1.5B", "Qwen2.5-7B"]
 
 
 def test_examples():
