@@ -302,8 +302,8 @@ def check_resources(
         if fits < replicas:
             raise RuntimeError(f"each engine needs {tp} GPUs on one node (STRICT_PACK), but the nodes have "
                                f"{sorted(per_node, reverse=True)} GPUs: only {fits} of {replicas} engines fit")
-    need_cpu = need + 1  # one CPU per rank, plus one left for Ray Data's read/write tasks
+    need_cpu = need + 1  # one CPU per rank, plus one left for Ray Data's read tasks (its writers hold none)
     if total.get("CPU", 0) < need_cpu:
         raise RuntimeError(f"{replicas} replicas x tensor_parallel_size {tp} need {need_cpu} CPUs "
-                           f"(one per rank + one for writing results), the cluster has {total.get('CPU', 0):g}")
+                           f"(one per rank + one for Ray Data's read tasks), the cluster has {total.get('CPU', 0):g}")
     return dict(devices=need, cpus=need_cpu)
