@@ -1,5 +1,4 @@
-"""The scheduler behind `LLM.chat`: steps and their token budget, the KV cache in blocks, preemption when the blocks
-run out, prefix caching, structured output, and how to choose `max_num_seqs` — each read from vLLM's own counters.
+"""The scheduler behind `LLM.chat`: steps and their token budget, KV-cache blocks, preemption, prefix caching, structured output, and how to choose `max_num_seqs`, each read from vLLM's own counters.
 
 Docs: https://ray-vllm-tutorial.github.io/ray_vllm_tutorial/scheduler.html.md"""
 
