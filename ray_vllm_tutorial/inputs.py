@@ -310,6 +310,7 @@ def _grammar_rejects(spec: dict, # a `structured_outputs` object: `StructuredOut
             return plain(first)
     return None
 
+# %% ../nbs/02d_inputs.ipynb #g2d00001
 @functools.lru_cache(maxsize=4096)  # rows mostly repeat a few settings: each is checked once
 def _vllm_rejects_json(fields_json: str) -> str | None:
     "None when vLLM's `SamplingParams` accepts these fields (JSON), else its reason as a row error (`bad max_tokens: ...`)."
