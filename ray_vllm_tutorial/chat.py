@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence
 from unittest import mock
 
 from .cluster import check_positive_int
-from .models import resolve_model
+from .models import is_tiny_model, resolve_model
 
 # %% auto #0
 __all__ = ['CPU_ENGINE_DEFAULTS', 'TINY_ENGINE_DEFAULTS', 'parse_outputs', 'tp_problems', 'check_tensor_parallel',
@@ -148,7 +148,7 @@ def engine_kwargs(
     device = detect_device() if device == "auto" else device
     if device not in ("gpu", "cpu"):
         raise ValueError(f"device must be 'auto', 'gpu' or 'cpu', got {device!r}")
-    tiny = model in (None, "tiny-chat")
+    tiny = is_tiny_model(model)
     model = resolve_model(model)
     if device == "gpu":
         import torch

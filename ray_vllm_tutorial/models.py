@@ -17,7 +17,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['TINY_MODEL', 'TINY_VERSION', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'tiny_corpus', 'build_tokenizer', 'tiny_config',
            'tiny_chat_examples', 'train_tiny_model', 'build_tiny_model', 'file_hashes', 'default_cache_dir',
-           'is_valid_model_dir', 'ensure_tiny_model', 'resolve_model']
+           'is_valid_model_dir', 'ensure_tiny_model', 'is_tiny_model', 'resolve_model']
 
 # %% ../nbs/00b_tiny_model.ipynb #3514fbb2
 TINY_MODEL = "tiny-chat"  # the name that selects the embedded model anywhere a model name is accepted
@@ -185,8 +185,15 @@ def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> Path:
             shutil.rmtree(junk, ignore_errors=True)
     return target
 
+# %% ../nbs/00b_tiny_model.ipynb #m0b00001
+def is_tiny_model(
+    model: str | os.PathLike | None,  # a model name or path, as a caller gave it
+) -> bool:
+    "True for the names that select the embedded model: None and 'tiny-chat' (not its folder's path)."
+    return model is None or str(model) == TINY_MODEL
+
 def resolve_model(model: str | os.PathLike | None = None) -> str:
     "The embedded model's folder for None or 'tiny-chat'; any other name or path unchanged."
-    if model is None or str(model) == TINY_MODEL:
+    if is_tiny_model(model):
         return str(ensure_tiny_model())
     return str(model)

@@ -630,7 +630,7 @@ def run_batch(
     small = files.fits_driver(DRIVER_READ_BYTES)  # a small file's errors, too, come before Ray starts
     requests = read_requests(files, DRIVER_READ_BYTES) if small else None  # a big one streams once Ray is up
     device, replicas, tensor_parallel_size = _local_layout(device, address, replicas, tensor_parallel_size)
-    model_name, output = str(model) if model is not None else "tiny-chat", _folder(output)
+    model_name, output = str(model) if model is not None else TINY_MODEL, _folder(output)
     settings = dict(model=model_name, sampling=sampling, engine_kwargs={k: v for k, v in (engine_kwargs or {}).items() if k != "echo"})
     with contextlib.ExitStack() as stack:
         ray_up = functools.partial(_ray_up, stack, address, replicas * tensor_parallel_size + 2 if device == "cpu"

@@ -110,8 +110,7 @@ def test_bad_rows_end_to_end_on_the_real_engine(tmp_path, capsys):
                  "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "rows: 11 in" in out and "failed: 4 {" in out, out
-    assert "'unknown role': 1, 'empty content': 1, 'bad structured_outputs': 1, 'prompt too long': 1" in out or all(
-        f"'{k}': 1" in out for k in ("unknown role", "empty content", "bad structured_outputs", "prompt too long")), out
+    assert all(f"'{k}': 1" in out for k in ("unknown role", "empty content", "bad structured_outputs", "prompt too long")), out
     r = read_output(tmp_path / "o1").set_index("id")
     assert sorted(r.index) == sorted(x["id"] for x in good + shaped + bad)
     assert r.loc["long", "error"].startswith("prompt too long: ") and pd.isna(r.loc["long", "generated_text"])
